@@ -1,0 +1,2 @@
+//! treecast-relay: everything that moves media between treecast peers.
+pub mod proto;

@@ -1,0 +1,352 @@
+//! Control messages, carried on the one bidirectional stream a child opens to its parent.
+//!
+//! Framing: `varint length | type byte | fields`. The length covers type and fields and is
+//! bounded by [`Limits::max_control_message`](super::Limits).
+//!
+//! | type | message     | direction      | fields                                   |
+//! |------|-------------|----------------|------------------------------------------|
+//! | 0x01 | `Subscribe` | child → parent | count, then (track, next_seq) per track  |
+//! | 0x02 | `Catalog`   | parent → child | JSON document (see [`Catalog`])          |
+//! | 0x03 | `Refuse`    | parent → child | error code, reason (UTF-8)               |
+//! | 0x04 | `Goodbye`   | either         | (none): the sender is leaving in order   |
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::error::DecodeError;
+use super::limits::Limits;
+use super::media::{Catalog, TrackId};
+use super::varint;
+
+const T_SUBSCRIBE: u8 = 0x01;
+const T_CATALOG: u8 = 0x02;
+const T_REFUSE: u8 = 0x03;
+const T_GOODBYE: u8 = 0x04;
+
+/// Most resume points a `Subscribe` may carry.
+pub const MAX_RESUME_TRACKS: usize = 64;
+/// Longest `Refuse` reason, in bytes.
+pub const MAX_REASON: usize = 1024;
+
+/// Where a child wants a track to resume: the next sequence number it lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The track.
+    pub track: TrackId,
+    /// The first sequence number the child does not have yet.
+    pub next_seq: u64,
+}
+
+/// A control message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlMessage {
+    /// Child → parent: send me the broadcast. Empty `resume` means "start at the latest
+    /// keyframe"; otherwise continue each listed track from `next_seq` when the parent's
+    /// cache still holds it.
+    Subscribe {
+        /// Resume points, at most one per track.
+        resume: Vec<ResumePoint>,
+    },
+    /// Parent → child: the tracks of the broadcast. Sent once, before any media.
+    Catalog(Catalog),
+    /// Parent → child: the subscription is refused (the connection closes after it).
+    Refuse {
+        /// Why, as a numeric [`ErrorCode`](super::ErrorCode) value.
+        code: u32,
+        /// Human-readable explanation.
+        reason: String,
+    },
+    /// The sender leaves in order.
+    Goodbye,
+}
+
+impl ControlMessage {
+    /// Appends the framed message to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut body = BytesMut::new();
+        match self {
+            ControlMessage::Subscribe { resume } => {
+                body.put_u8(T_SUBSCRIBE);
+                varint::put(&mut body, resume.len() as u64);
+                for r in resume {
+                    varint::put(&mut body, u64::from(r.track));
+                    varint::put(&mut body, r.next_seq);
+                }
+            }
+            ControlMessage::Catalog(c) => {
+                body.put_u8(T_CATALOG);
+                // Serialising our own plain data structure cannot fail.
+                let json = serde_json::to_vec(c).unwrap_or_default();
+                body.put_slice(&json);
+            }
+            ControlMessage::Refuse { code, reason } => {
+                body.put_u8(T_REFUSE);
+                varint::put(&mut body, u64::from(*code));
+                let r = truncate_utf8(reason, MAX_REASON);
+                varint::put(&mut body, r.len() as u64);
+                body.put_slice(r.as_bytes());
+            }
+            ControlMessage::Goodbye => body.put_u8(T_GOODBYE),
+        }
+        varint::put(out, body.len() as u64);
+        out.extend_from_slice(&body);
+    }
+
+    /// The framed message as bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        self.encode(&mut b);
+        b.freeze()
+    }
+
+    /// Decodes one message body (type byte and fields, without the length prefix).
+    pub fn decode_body(mut body: Bytes) -> Result<ControlMessage, DecodeError> {
+        if !body.has_remaining() {
+            return Err(DecodeError::Malformed("empty control message"));
+        }
+        let ty = body.get_u8();
+        let msg = match ty {
+            T_SUBSCRIBE => {
+                let n = varint::get_complete(&mut body, "subscribe")?;
+                if n > MAX_RESUME_TRACKS as u64 {
+                    return Err(DecodeError::TooMany {
+                        what: "subscribe resume points",
+                        count: n,
+                        max: MAX_RESUME_TRACKS as u64,
+                    });
+                }
+                let mut resume = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let track = varint::get_complete(&mut body, "subscribe")?;
+                    let track = TrackId::try_from(track)
+                        .map_err(|_| DecodeError::Malformed("track id above 2^32"))?;
+                    let next_seq = varint::get_complete(&mut body, "subscribe")?;
+                    resume.push(ResumePoint { track, next_seq });
+                }
+                ControlMessage::Subscribe { resume }
+            }
+            T_CATALOG => {
+                let c: Catalog = serde_json::from_slice(&body)
+                    .map_err(|e| DecodeError::Catalog(e.to_string()))?;
+                body.advance(body.remaining());
+                ControlMessage::Catalog(c)
+            }
+            T_REFUSE => {
+                let code = varint::get_complete(&mut body, "refuse")?;
+                let code =
+                    u32::try_from(code).map_err(|_| DecodeError::Malformed("refuse code"))?;
+                let len = varint::get_complete(&mut body, "refuse")?;
+                if len > MAX_REASON as u64 {
+                    return Err(DecodeError::TooLarge {
+                        what: "refuse reason",
+                        len,
+                        max: MAX_REASON as u64,
+                    });
+                }
+                if (body.remaining() as u64) < len {
+                    return Err(DecodeError::Truncated("refuse reason"));
+                }
+                let raw = body.split_to(len as usize);
+                let reason = String::from_utf8(raw.to_vec())
+                    .map_err(|_| DecodeError::Malformed("refuse reason is not UTF-8"))?;
+                ControlMessage::Refuse { code, reason }
+            }
+            T_GOODBYE => ControlMessage::Goodbye,
+            ty => {
+                return Err(DecodeError::UnknownType {
+                    what: "control message",
+                    ty,
+                });
+            }
+        };
+        if body.has_remaining() {
+            return Err(DecodeError::Malformed("trailing bytes after control message"));
+        }
+        Ok(msg)
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Incremental decoder for a control stream: feed it bytes as they arrive, take messages.
+#[derive(Debug)]
+pub struct ControlDecoder {
+    buf: BytesMut,
+    max_len: u64,
+}
+
+impl ControlDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        ControlDecoder {
+            buf: BytesMut::new(),
+            max_len: limits.max_control_message as u64,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<ControlMessage>, DecodeError> {
+        let mut peek = &self.buf[..];
+        let Some(len) = varint::get(&mut peek)? else {
+            return Ok(None);
+        };
+        if len > self.max_len {
+            return Err(DecodeError::TooLarge {
+                what: "control message",
+                len,
+                max: self.max_len,
+            });
+        }
+        let header = self.buf.len() - peek.len();
+        if (peek.len() as u64) < len {
+            return Ok(None);
+        }
+        self.buf.advance(header);
+        let body = self.buf.split_to(len as usize).freeze();
+        ControlMessage::decode_body(body).map(Some)
+    }
+
+    /// Call when the stream has ended: an error if a message was cut short.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Truncated("control message"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::media::{Codec, TrackInfo};
+    use proptest::prelude::*;
+
+    fn arb_message() -> impl Strategy<Value = ControlMessage> {
+        prop_oneof![
+            proptest::collection::vec((any::<u32>(), 0..=varint::MAX), 0..MAX_RESUME_TRACKS)
+                .prop_map(|v| ControlMessage::Subscribe {
+                    resume: v
+                        .into_iter()
+                        .map(|(track, next_seq)| ResumePoint { track, next_seq })
+                        .collect()
+                }),
+            ("[a-z ]{0,20}", 0u32..8, 1u32..4000).prop_map(|(name, id, w)| {
+                ControlMessage::Catalog(Catalog {
+                    name,
+                    tracks: vec![
+                        TrackInfo {
+                            id,
+                            name: "video".into(),
+                            codec: Codec::H264 {
+                                width: w,
+                                height: w / 2,
+                                fps_num: 30,
+                                fps_den: 1,
+                            },
+                            bitrate: 1_500_000,
+                        },
+                        TrackInfo {
+                            id: id + 1,
+                            name: "audio".into(),
+                            codec: Codec::Opus {
+                                sample_rate: 48_000,
+                                channels: 2,
+                            },
+                            bitrate: 64_000,
+                        },
+                    ],
+                })
+            }),
+            (any::<u32>(), "\\PC{0,100}")
+                .prop_map(|(code, reason)| ControlMessage::Refuse { code, reason }),
+            Just(ControlMessage::Goodbye),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_any_split(msgs in proptest::collection::vec(arb_message(), 1..5), split in any::<prop::sample::Index>()) {
+            let mut wire = BytesMut::new();
+            for m in &msgs { m.encode(&mut wire); }
+            let cut = split.index(wire.len() + 1);
+            let mut d = ControlDecoder::new(&Limits::default());
+            let mut out = Vec::new();
+            d.push(&wire[..cut]);
+            while let Some(m) = d.next_message().unwrap() { out.push(m); }
+            d.push(&wire[cut..]);
+            while let Some(m) = d.next_message().unwrap() { out.push(m); }
+            d.finish().unwrap();
+            prop_assert_eq!(out, msgs);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut d = ControlDecoder::new(&Limits::default());
+            d.push(&bytes);
+            for _ in 0..64 {
+                match d.next_message() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversize_length_is_refused_before_buffering() {
+        let mut d = ControlDecoder::new(&Limits::default());
+        let mut b = BytesMut::new();
+        varint::put(&mut b, 1 << 40);
+        d.push(&b);
+        assert!(matches!(
+            d.next_message(),
+            Err(DecodeError::TooLarge { what: "control message", .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_type_and_truncation_are_named() {
+        let mut d = ControlDecoder::new(&Limits::default());
+        d.push(&[1, 0x7f]);
+        assert_eq!(
+            d.next_message(),
+            Err(DecodeError::UnknownType {
+                what: "control message",
+                ty: 0x7f
+            })
+        );
+        let mut d = ControlDecoder::new(&Limits::default());
+        d.push(&[5, T_SUBSCRIBE]);
+        assert_eq!(d.next_message(), Ok(None));
+        assert_eq!(d.finish(), Err(DecodeError::Truncated("control message")));
+    }
+
+    #[test]
+    fn refuse_reason_is_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_REASON);
+        let m = ControlMessage::Refuse {
+            code: 5,
+            reason: long,
+        };
+        let mut d = ControlDecoder::new(&Limits::default());
+        d.push(&m.to_bytes());
+        match d.next_message().unwrap().unwrap() {
+            ControlMessage::Refuse { reason, .. } => assert!(reason.len() <= MAX_REASON),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

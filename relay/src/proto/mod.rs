@@ -1,0 +1,25 @@
+//! The sans-IO core: media model, wire codec, ordering, caching and queueing policy.
+//!
+//! Nothing in here owns a socket, a task, a clock or a lock. Inputs are method calls
+//! (bytes received, frames decoded, `now` passed in), outputs are return values. The QUIC
+//! node in [`crate::node`] drives these pieces; tests and the simulator drive them too.
+//!
+//! - [`media`]: frames, tracks, catalog, and the origin's [`media::Packager`].
+//! - [`varint`], [`control`], [`group`]: the wire format and its bounded decoders.
+//! - [`order`]: keeps frames in order across per-group QUIC streams.
+//! - [`cache`]: the latest groups of each track, for late joiners and resuming children.
+//! - [`send_queue`]: the per-child queue that drops whole stale groups for slow children.
+pub mod cache;
+pub mod codes;
+pub mod control;
+pub mod error;
+pub mod group;
+pub mod limits;
+pub mod media;
+pub mod order;
+pub mod send_queue;
+pub mod varint;
+
+pub use codes::{ALPN, ErrorCode};
+pub use error::DecodeError;
+pub use limits::Limits;
