@@ -1,2 +1,10 @@
 //! treecast-relay: everything that moves media between treecast peers.
+//!
+//! - [`proto`]: the sans-IO core (media model, wire codec, ordering, cache, queue policy).
+//!   Deterministic, no IO; driven by the node below and by tests.
+//! - [`node`]: the async QUIC node (quinn + rustls) that drives the core: it accepts
+//!   children, keeps a session with its parent, caches and forwards frames.
+//!
+//! This crate has no GStreamer dependency: a relay-only binary needs nothing else.
+pub mod node;
 pub mod proto;

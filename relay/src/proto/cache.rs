@@ -150,10 +150,7 @@ mod tests {
         let mut seq = 0;
         for g in 0..groups {
             for i in 0..per_group {
-                assert_eq!(
-                    c.admit(&f(0, g, seq, i == 0)),
-                    Admit::Accepted { lost: 0 }
-                );
+                assert_eq!(c.admit(&f(0, g, seq, i == 0)), Admit::Accepted { lost: 0 });
                 seq += 1;
             }
         }
@@ -165,7 +162,10 @@ mod tests {
         feed(&mut c, 5, 4);
         assert_eq!(c.frames(), 8);
         let start = c.start_frames(&[]);
-        assert_eq!(start.iter().map(|f| f.seq).collect::<Vec<_>>(), [16, 17, 18, 19]);
+        assert_eq!(
+            start.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [16, 17, 18, 19]
+        );
         assert!(start[0].keyframe);
     }
 

@@ -54,7 +54,9 @@ impl ErrorCode {
 
     /// The code with this numeric value, if it is one of ours.
     pub fn from_value(v: u64) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|c| u64::from(c.value()) == v)
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| u64::from(c.value()) == v)
     }
 
     /// Short name used in logs and error messages.

@@ -159,7 +159,9 @@ impl ControlMessage {
             }
         };
         if body.has_remaining() {
-            return Err(DecodeError::Malformed("trailing bytes after control message"));
+            return Err(DecodeError::Malformed(
+                "trailing bytes after control message",
+            ));
         }
         Ok(msg)
     }
@@ -314,7 +316,10 @@ mod tests {
         d.push(&b);
         assert!(matches!(
             d.next_message(),
-            Err(DecodeError::TooLarge { what: "control message", .. })
+            Err(DecodeError::TooLarge {
+                what: "control message",
+                ..
+            })
         ));
     }
 

@@ -340,7 +340,10 @@ mod tests {
             capture_us: 6,
             payload: Bytes::from(vec![7u8; 1000]),
         };
-        let w = wire(&GroupHeader { track: 1, group: 2 }, std::slice::from_ref(&f));
+        let w = wire(
+            &GroupHeader { track: 1, group: 2 },
+            std::slice::from_ref(&f),
+        );
         let mut d = GroupDecoder::new(&Limits::default());
         d.push(&w);
         let got = d.next_frame().unwrap().unwrap();

@@ -253,7 +253,10 @@ mod tests {
         let v = p.pack(unit(VIDEO_TRACK, 2_000_000, true)).unwrap();
         assert_eq!((v.group, v.seq), (1, 2));
         let a = p.pack(unit(AUDIO_TRACK, 1_990_000, true)).unwrap();
-        assert_eq!(a.group, 0, "audio before the keyframe stays in the old group");
+        assert_eq!(
+            a.group, 0,
+            "audio before the keyframe stays in the old group"
+        );
         let a = p.pack(unit(AUDIO_TRACK, 2_010_000, true)).unwrap();
         assert_eq!((a.group, a.keyframe), (1, true));
     }

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod media;
 pub mod order;
 pub mod send_queue;
+pub mod synthetic;
 pub mod varint;
 
 pub use codes::{ALPN, ErrorCode};

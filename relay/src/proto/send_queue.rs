@@ -226,7 +226,9 @@ mod tests {
         }
         // Audio survives until it is the oldest and the bound is hit again.
         assert!(q.drops().groups >= 5);
-        let left: Vec<_> = std::iter::from_fn(|| q.pop()).map(|f| (f.track, f.group)).collect();
+        let left: Vec<_> = std::iter::from_fn(|| q.pop())
+            .map(|f| (f.track, f.group))
+            .collect();
         assert!(left.iter().all(|&(t, _)| t == 0));
         assert_eq!(left.last(), Some(&(0, 9)));
     }

@@ -1,0 +1,380 @@
+//! Serving children: accept a connection, read its subscription, send the catalog, then
+//! write one QUIC stream per group from the child's own bounded queue.
+//!
+//! Whatever a child does wrong closes that child's connection with a named code; no other
+//! child is affected.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::error::{PeerError, describe_connection_error};
+use super::hub::{Subscriber, SubscriberKind, lock};
+use super::identity::NodeId;
+use super::tls::peer_node_id;
+use crate::proto::control::{ControlDecoder, ControlMessage, ResumePoint};
+use crate::proto::group::{GroupHeader, encode_frame_header};
+use crate::proto::media::{Frame, TrackId};
+use crate::proto::{DecodeError, ErrorCode};
+
+/// Accepts children until the endpoint closes.
+pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    info!(%remote, "refused connection: {}", describe_connection_error(&e));
+                    return;
+                }
+            };
+            if let Err(e) = serve(shared.clone(), conn).await {
+                match &e {
+                    PeerError::Protocol { .. } | PeerError::Violation { .. } => {
+                        shared
+                            .counters
+                            .protocol_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!("child {e}")
+                    }
+                    _ => debug!("child session ended: {e}"),
+                }
+            }
+        });
+    }
+}
+
+fn close(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    conn.close(code.value().into(), reason.as_bytes());
+}
+
+/// Closes `conn` for a decode error and returns the matching error.
+fn protocol_error(conn: &quinn::Connection, addr: &str, e: DecodeError) -> PeerError {
+    close(conn, e.code(), &e.to_string());
+    PeerError::Protocol {
+        addr: addr.to_string(),
+        source: e,
+    }
+}
+
+fn violation(conn: &quinn::Connection, addr: &str, code: ErrorCode, reason: &str) -> PeerError {
+    close(conn, code, reason);
+    PeerError::Violation {
+        addr: addr.to_string(),
+        code,
+        reason: reason.to_string(),
+    }
+}
+
+fn lost(addr: &str, reason: impl ToString) -> PeerError {
+    PeerError::Lost {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads the next control message, enforcing the decoder bounds.
+async fn read_control(
+    conn: &quinn::Connection,
+    addr: &str,
+    recv: &mut quinn::RecvStream,
+    dec: &mut ControlDecoder,
+) -> Result<Option<ControlMessage>, PeerError> {
+    loop {
+        match dec.next_message() {
+            Ok(Some(m)) => return Ok(Some(m)),
+            Ok(None) => {}
+            Err(e) => return Err(protocol_error(conn, addr, e)),
+        }
+        match recv.read_chunk(16 * 1024, true).await {
+            Ok(Some(chunk)) => dec.push(&chunk.bytes),
+            Ok(None) => {
+                return match dec.finish() {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(protocol_error(conn, addr, e)),
+                };
+            }
+            Err(e) => return Err(lost(addr, e)),
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerError> {
+    let addr = conn.remote_address().to_string();
+    let Some(peer) = peer_node_id(conn.peer_identity()) else {
+        return Err(violation(
+            &conn,
+            &addr,
+            ErrorCode::ProtocolViolation,
+            "no node identity",
+        ));
+    };
+    let timeout = shared.config.peer_timeout;
+    let (mut send, mut recv) = match tokio::time::timeout(timeout, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(lost(&addr, describe_connection_error(&e))),
+        Err(_) => {
+            return Err(violation(
+                &conn,
+                &addr,
+                ErrorCode::Timeout,
+                "no control stream opened in time",
+            ));
+        }
+    };
+    let mut dec = ControlDecoder::new(&shared.config.limits);
+    let first =
+        tokio::time::timeout(timeout, read_control(&conn, &addr, &mut recv, &mut dec)).await;
+    let resume = match first {
+        Ok(Ok(Some(ControlMessage::Subscribe { resume }))) => resume,
+        Ok(Ok(Some(other))) => {
+            return Err(violation(
+                &conn,
+                &addr,
+                ErrorCode::ProtocolViolation,
+                &format!("expected subscribe, got {}", message_name(&other)),
+            ));
+        }
+        Ok(Ok(None)) => return Err(lost(&addr, "control stream closed before subscribing")),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(violation(
+                &conn,
+                &addr,
+                ErrorCode::Timeout,
+                "no subscription in time",
+            ));
+        }
+    };
+
+    // Admission: capacity.
+    let full = lock(&shared.hub).child_count() >= shared.config.max_children;
+    if full {
+        let msg = ControlMessage::Refuse {
+            code: ErrorCode::ParentFull.value(),
+            reason: format!(
+                "this node serves at most {} children",
+                shared.config.max_children
+            ),
+        };
+        let _ = send.write_all(&msg.to_bytes()).await;
+        let _ = send.finish();
+        close(&conn, ErrorCode::ParentFull, "no free child slot");
+        return Ok(());
+    }
+
+    // The catalog first (waiting for it if this relay has not received it yet).
+    let mut cat = shared.catalog.subscribe();
+    let catalog = tokio::select! {
+        c = cat.wait_for(|c| c.is_some()) => match c {
+            Ok(c) => c.clone().unwrap_or_default(),
+            Err(_) => return Ok(()),
+        },
+        e = conn.closed() => return Err(lost(&addr, describe_connection_error(&e))),
+    };
+    let mut out = BytesMut::new();
+    ControlMessage::Catalog(catalog).encode(&mut out);
+    send.write_all(&out).await.map_err(|e| lost(&addr, e))?;
+
+    let sub = subscribe_child(&shared, peer, &resume);
+    info!(child = %peer.short(), %addr, "child attached");
+
+    let result = tokio::select! {
+        r = send_loop(&shared, &conn, &sub) => r,
+        r = control_loop(&conn, &addr, &mut recv, &mut dec) => r,
+        r = refuse_uni_streams(&conn, &addr) => r,
+    };
+    let removed = lock(&shared.hub).unsubscribe(sub.id);
+    if let Some(s) = removed {
+        let d = s.drops();
+        shared
+            .counters
+            .dropped_frames
+            .fetch_add(d.frames, Ordering::Relaxed);
+        shared
+            .counters
+            .dropped_groups
+            .fetch_add(d.groups, Ordering::Relaxed);
+    }
+    info!(child = %peer.short(), %addr, "child detached");
+    result
+}
+
+fn subscribe_child(shared: &Shared, peer: NodeId, resume: &[ResumePoint]) -> Arc<Subscriber> {
+    lock(&shared.hub).subscribe(
+        Instant::now(),
+        SubscriberKind::Child(peer),
+        shared.config.child_queue,
+        resume,
+    )
+}
+
+fn message_name(m: &ControlMessage) -> &'static str {
+    match m {
+        ControlMessage::Subscribe { .. } => "subscribe",
+        ControlMessage::Catalog(_) => "catalog",
+        ControlMessage::Refuse { .. } => "refuse",
+        ControlMessage::Goodbye => "goodbye",
+    }
+}
+
+/// Reads control messages after the subscription: a goodbye ends the session in order.
+async fn control_loop(
+    conn: &quinn::Connection,
+    addr: &str,
+    recv: &mut quinn::RecvStream,
+    dec: &mut ControlDecoder,
+) -> Result<(), PeerError> {
+    loop {
+        match read_control(conn, addr, recv, dec).await? {
+            Some(ControlMessage::Goodbye) | None => {
+                close(conn, ErrorCode::NoError, "goodbye");
+                return Ok(());
+            }
+            Some(other) => {
+                return Err(violation(
+                    conn,
+                    addr,
+                    ErrorCode::ProtocolViolation,
+                    &format!("unexpected {} from a child", message_name(&other)),
+                ));
+            }
+        }
+    }
+}
+
+/// Children never open unidirectional streams (transport limits say 0, so this only
+/// triggers against a peer that ignores them).
+async fn refuse_uni_streams(conn: &quinn::Connection, addr: &str) -> Result<(), PeerError> {
+    match conn.accept_uni().await {
+        Ok(_) => Err(violation(
+            conn,
+            addr,
+            ErrorCode::UnexpectedStream,
+            "children must not open media streams",
+        )),
+        Err(e) => Err(lost(addr, describe_connection_error(&e))),
+    }
+}
+
+struct OpenGroup {
+    group: u64,
+    stream: quinn::SendStream,
+}
+
+/// Writes the child's queue out, one stream per group, abandoning stale groups.
+async fn send_loop(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    sub: &Subscriber,
+) -> Result<(), PeerError> {
+    let addr = conn.remote_address().to_string();
+    let mut open: HashMap<TrackId, OpenGroup> = HashMap::new();
+    loop {
+        let frame = tokio::select! {
+            f = sub.next() => f,
+            _ = sub.group_dropped() => {
+                reset_stale(sub, &mut open);
+                continue;
+            }
+        };
+        let Some(frame) = frame else {
+            // Node shutting down: end streams in order.
+            for (_, mut g) in open.drain() {
+                let _ = g.stream.finish();
+            }
+            return Ok(());
+        };
+        reset_stale(sub, &mut open);
+        let need_new = open
+            .get(&frame.track)
+            .is_none_or(|g| g.group != frame.group);
+        if need_new {
+            if let Some(mut old) = open.remove(&frame.track) {
+                let _ = old.stream.finish();
+            }
+            let mut stream = conn
+                .open_uni()
+                .await
+                .map_err(|e| lost(&addr, describe_connection_error(&e)))?;
+            // Newer groups first: a late group never blocks a fresh one.
+            let _ = stream.set_priority(priority(frame.group));
+            let header = GroupHeader {
+                track: frame.track,
+                group: frame.group,
+            };
+            stream
+                .write_chunk(header.to_bytes())
+                .await
+                .map_err(|e| lost(&addr, e))?;
+            open.insert(
+                frame.track,
+                OpenGroup {
+                    group: frame.group,
+                    stream,
+                },
+            );
+        }
+        let Some(g) = open.get_mut(&frame.track) else {
+            continue;
+        };
+        let (track, group) = (frame.track, frame.group);
+        tokio::select! {
+            r = write_frame(&mut g.stream, &frame) => {
+                if let Err(e) = r {
+                    // A stream stopped by the child, or a dead connection.
+                    if let Some(reason) = conn.close_reason() {
+                        return Err(lost(&addr, describe_connection_error(&reason)));
+                    }
+                    debug!(%addr, "group stream write failed: {e}");
+                    open.remove(&track);
+                    continue;
+                }
+                shared.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                shared.counters.bytes_out.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+            }
+            _ = wait_stale(sub, track, group) => {
+                reset_stale(sub, &mut open);
+            }
+        }
+    }
+}
+
+async fn wait_stale(sub: &Subscriber, track: TrackId, group: u64) {
+    loop {
+        sub.group_dropped().await;
+        if sub.is_stale(track, group) {
+            return;
+        }
+    }
+}
+
+fn reset_stale(sub: &Subscriber, open: &mut HashMap<TrackId, OpenGroup>) {
+    open.retain(|&track, g| {
+        if sub.is_stale(track, g.group) {
+            let _ = g.stream.reset(ErrorCode::GroupDropped.value().into());
+            false
+        } else {
+            true
+        }
+    });
+}
+
+async fn write_frame(
+    stream: &mut quinn::SendStream,
+    frame: &Frame,
+) -> Result<(), quinn::WriteError> {
+    stream.write_chunk(encode_frame_header(frame)).await?;
+    stream.write_chunk(frame.payload.clone()).await
+}
+
+fn priority(group: u64) -> i32 {
+    (group % i32::MAX as u64) as i32
+}

@@ -1,0 +1,360 @@
+//! The async QUIC node: quinn endpoint, rustls identities, forwarding and caching.
+//!
+//! A [`Node`] listens for children and, unless it is the origin, keeps a session with
+//! its parent. Frames from the parent (or, at the origin, from [`Publisher::send`]) go
+//! through the node's hub: into the group cache and into one bounded queue per
+//! subscriber. Each child has a sender task writing one QUIC stream per group.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use treecast_relay::node::{Identity, Node, NodeConfig};
+//! // An origin:
+//! let origin = Node::start(NodeConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?)).await?;
+//! let publisher = origin.publish(Default::default());
+//! // A relay below it:
+//! let mut cfg = NodeConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?);
+//! cfg.parent = Some(origin.addr());
+//! let relay = Node::start(cfg).await?;
+//! // A local consumer (what a viewer's player reads):
+//! let sub = relay.subscribe_local();
+//! # let _ = (publisher, sub); Ok(()) }
+//! ```
+
+mod addr;
+mod child;
+mod endpoint;
+mod error;
+mod hub;
+mod identity;
+mod throttle;
+pub mod tls;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::info;
+
+pub use addr::{AddrError, PeerAddr};
+pub use error::{NodeError, PeerError, describe_connection_error};
+pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
+
+use crate::proto::cache::Admit;
+use crate::proto::media::{Catalog, Frame};
+use crate::proto::send_queue::QueueLimits;
+use crate::proto::{ErrorCode, Limits};
+use hub::{Counters, Hub, Subscriber, SubscriberKind, lock};
+use throttle::Throttle;
+
+/// How a node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's long-lived identity.
+    pub identity: Identity,
+    /// UDP address to listen on for children.
+    pub listen: SocketAddr,
+    /// The parent to receive from; `None` for the origin.
+    pub parent: Option<PeerAddr>,
+    /// Most children accepted at once (0: accept none).
+    pub max_children: usize,
+    /// Wire decoder bounds.
+    pub limits: Limits,
+    /// Bounds of each child's send queue.
+    pub child_queue: QueueLimits,
+    /// Bounds of the local player's queue.
+    pub local_queue: QueueLimits,
+    /// Groups of each track kept for late joiners and resuming children.
+    pub cache_groups: usize,
+    /// How long to wait for a parent to answer a connection attempt.
+    pub connect_timeout: Duration,
+    /// A peer that sends nothing (not even keep-alives) for this long is gone.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval (keeps idle detection working on a quiet stream).
+    pub keep_alive: Duration,
+    /// How long a peer may take to send what it must (stream headers, the subscription).
+    pub peer_timeout: Duration,
+    /// Emulate a slow downlink from the parent: read at most this many bytes per second.
+    pub ingest_rate_limit: Option<u64>,
+}
+
+impl NodeConfig {
+    /// Defaults for a relay with `identity` listening on `listen`.
+    pub fn new(identity: Identity, listen: SocketAddr) -> Self {
+        NodeConfig {
+            identity,
+            listen,
+            parent: None,
+            max_children: 4,
+            limits: Limits::default(),
+            child_queue: QueueLimits::default(),
+            local_queue: QueueLimits {
+                max_bytes: 32 * 1024 * 1024,
+                max_wait: Duration::from_secs(10),
+            },
+            cache_groups: 2,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_millis(500),
+            peer_timeout: Duration::from_secs(5),
+            ingest_rate_limit: None,
+        }
+    }
+}
+
+/// A snapshot of a node's counters.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct NodeStats {
+    /// Frames accepted from the parent or source.
+    pub frames_received: u64,
+    /// Bytes of payload accepted.
+    pub bytes_received: u64,
+    /// Frames refused as late or duplicate.
+    pub frames_late: u64,
+    /// Sequence numbers skipped on arrival (lost upstream).
+    pub frames_lost: u64,
+    /// Frames written to children.
+    pub frames_forwarded: u64,
+    /// Payload bytes written to children.
+    pub bytes_forwarded: u64,
+    /// Frames dropped from children's queues (slow children).
+    pub child_dropped_frames: u64,
+    /// Groups dropped from children's queues.
+    pub child_dropped_groups: u64,
+    /// Connections closed because the peer broke the protocol.
+    pub protocol_errors: u64,
+    /// Children connected now.
+    pub children: usize,
+    /// Bytes held in the group cache.
+    pub cache_bytes: usize,
+    /// The parent, if connected.
+    pub parent: Option<String>,
+    /// Round-trip time to the parent, in milliseconds.
+    pub parent_rtt_ms: Option<f64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: NodeConfig,
+    pub hub: Mutex<Hub>,
+    pub counters: Counters,
+    pub catalog: watch::Sender<Option<Catalog>>,
+    pub parent_conn: Mutex<Option<(PeerAddr, quinn::Connection)>>,
+    pub shutdown: watch::Sender<bool>,
+    pub throttle: Option<Throttle>,
+}
+
+impl Shared {
+    pub fn ingest(&self, frame: Frame) -> Admit {
+        let bytes = frame.payload.len() as u64;
+        let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters);
+        if let Admit::Accepted { .. } = admit {
+            self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
+        admit
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+#[derive(Debug)]
+pub struct Node {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+}
+
+impl Node {
+    /// Binds the endpoint, and if a parent is configured, connects and subscribes to it
+    /// (an error if that first attempt fails; later losses are retried).
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let endpoint = endpoint::bind(&config)?;
+        let local_addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let throttle = config
+            .ingest_rate_limit
+            .map(|r| Throttle::new(r, (r / 10).max(16 * 1024)));
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            hub: Mutex::new(Hub::new(config.cache_groups)),
+            counters: Counters::default(),
+            catalog: watch::channel(None).0,
+            parent_conn: Mutex::new(None),
+            shutdown,
+            throttle,
+            config,
+        });
+        tokio::spawn(child::accept_loop(shared.clone(), endpoint.clone()));
+        if let Some(parent) = shared.config.parent.clone() {
+            let session = upstream::connect(&shared, &endpoint, &parent).await?;
+            tokio::spawn(upstream::run(
+                shared.clone(),
+                endpoint.clone(),
+                parent,
+                session,
+            ));
+        }
+        info!(id = %shared.config.identity.id(), addr = %local_addr, "node started");
+        Ok(Node {
+            shared,
+            endpoint,
+            local_addr,
+        })
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.shared.config.identity.id()
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address others use to reach this node. An unspecified listen IP is shown as
+    /// loopback; pass [`Node::addr_with_host`] a reachable host for remote peers.
+    pub fn addr(&self) -> PeerAddr {
+        let mut a = self.local_addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        PeerAddr::new(self.id(), a)
+    }
+
+    /// This node's address with another host name or IP.
+    pub fn addr_with_host(&self, host: &str) -> PeerAddr {
+        PeerAddr {
+            id: self.id(),
+            host: format!("{host}:{}", self.local_addr.port()),
+        }
+    }
+
+    /// Makes this node the origin of a broadcast with `catalog`.
+    pub fn publish(&self, catalog: Catalog) -> Publisher {
+        self.shared.catalog.send_replace(Some(catalog));
+        Publisher {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The broadcast's catalog, once known.
+    pub fn catalog(&self) -> watch::Receiver<Option<Catalog>> {
+        self.shared.catalog.subscribe()
+    }
+
+    /// A local consumer of the stream (the viewer's player), starting at the latest
+    /// keyframe in the cache.
+    pub fn subscribe_local(&self) -> LocalSubscription {
+        let sub = lock(&self.shared.hub).subscribe(
+            Instant::now(),
+            SubscriberKind::Local,
+            self.shared.config.local_queue,
+            &[],
+        );
+        LocalSubscription {
+            shared: self.shared.clone(),
+            sub,
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.shared.counters;
+        let hub = lock(&self.shared.hub);
+        let (mut df, mut dg) = (
+            c.dropped_frames.load(Ordering::Relaxed),
+            c.dropped_groups.load(Ordering::Relaxed),
+        );
+        for s in hub.children() {
+            let d = s.drops();
+            df += d.frames;
+            dg += d.groups;
+        }
+        let parent = lock(&self.shared.parent_conn)
+            .as_ref()
+            .map(|(a, c)| (a.to_string(), c.rtt().as_secs_f64() * 1e3));
+        NodeStats {
+            frames_received: c.frames_in.load(Ordering::Relaxed),
+            bytes_received: c.bytes_in.load(Ordering::Relaxed),
+            frames_late: c.frames_late.load(Ordering::Relaxed),
+            frames_lost: c.frames_lost.load(Ordering::Relaxed),
+            frames_forwarded: c.frames_out.load(Ordering::Relaxed),
+            bytes_forwarded: c.bytes_out.load(Ordering::Relaxed),
+            child_dropped_frames: df,
+            child_dropped_groups: dg,
+            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+            children: hub.child_count(),
+            cache_bytes: hub.cache_bytes(),
+            parent_rtt_ms: parent.as_ref().map(|p| p.1),
+            parent: parent.map(|p| p.0),
+        }
+    }
+
+    /// Stops the node: tells children and the parent it is leaving, closes the endpoint
+    /// and waits (briefly) for the goodbyes to be delivered.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.send_replace(true);
+        lock(&self.shared.hub).close_all();
+        self.endpoint
+            .close(ErrorCode::GoingAway.value().into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        info!(id = %self.id().short(), "node stopped");
+    }
+}
+
+/// The origin's handle for injecting frames.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl Publisher {
+    /// Sends a frame to every child (and local subscriber). Frames must carry increasing
+    /// sequence numbers per track (use [`crate::proto::media::Packager`]).
+    pub fn send(&self, frame: Frame) -> Admit {
+        self.shared.ingest(frame)
+    }
+
+    /// Replaces the catalog (new subscribers get the new one).
+    pub fn set_catalog(&self, catalog: Catalog) {
+        self.shared.catalog.send_replace(Some(catalog));
+    }
+}
+
+/// Frames for a local consumer, in order per track.
+#[derive(Debug)]
+pub struct LocalSubscription {
+    shared: Arc<Shared>,
+    sub: Arc<Subscriber>,
+}
+
+impl LocalSubscription {
+    /// The next frame; `None` when the node shuts down.
+    pub async fn next(&self) -> Option<Frame> {
+        self.sub.next().await
+    }
+
+    /// Frames this consumer's queue had to drop because it fell behind.
+    pub fn dropped_frames(&self) -> u64 {
+        self.sub.drops().frames
+    }
+}
+
+impl Drop for LocalSubscription {
+    fn drop(&mut self) {
+        lock(&self.shared.hub).unsubscribe(self.sub.id);
+    }
+}

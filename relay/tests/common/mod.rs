@@ -1,0 +1,100 @@
+//! Helpers for multi-node tests on loopback.
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use treecast_relay::node::{Identity, LocalSubscription, Node, NodeConfig, PeerAddr, Publisher};
+use treecast_relay::proto::media::{Frame, Packager, VIDEO_TRACK};
+use treecast_relay::proto::synthetic::SyntheticSpec;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn config(parent: Option<PeerAddr>) -> NodeConfig {
+    let mut c = NodeConfig::new(
+        Identity::generate().expect("identity"),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
+    c.parent = parent;
+    c
+}
+
+pub async fn origin() -> (Node, Publisher) {
+    let n = Node::start(config(None)).await.expect("origin starts");
+    let p = n.publish(SyntheticSpec::default().catalog("test"));
+    (n, p)
+}
+
+pub async fn relay(parent: &Node) -> Node {
+    Node::start(config(Some(parent.addr())))
+        .await
+        .expect("relay starts")
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Produces synthetic frames with proper group/seq numbering.
+pub struct Source {
+    pub spec: SyntheticSpec,
+    packager: Packager,
+    pub next_index: u64,
+}
+
+impl Source {
+    pub fn new(spec: SyntheticSpec) -> Self {
+        Source {
+            spec,
+            packager: Packager::new(Some(VIDEO_TRACK), 1_000_000),
+            next_index: 0,
+        }
+    }
+
+    pub fn next_frame(&mut self) -> Frame {
+        let u = self.spec.unit(self.next_index, now_us());
+        self.next_index += 1;
+        self.packager
+            .pack(u)
+            .expect("synthetic starts with a keyframe")
+    }
+}
+
+/// Receives `n` frames or panics after `WAIT`.
+pub async fn take(sub: &LocalSubscription, n: usize) -> Vec<Frame> {
+    let mut v = Vec::with_capacity(n);
+    tokio::time::timeout(WAIT, async {
+        while v.len() < n {
+            match sub.next().await {
+                Some(f) => v.push(f),
+                None => break,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out: got {} of {n} frames", v.len()));
+    v
+}
+
+/// Waits until `cond` holds, polling node state (state changes have no event to await).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

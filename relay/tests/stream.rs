@@ -1,0 +1,143 @@
+//! Media flows origin → relays → local subscribers over real QUIC on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use treecast_relay::node::Node;
+use treecast_relay::proto::synthetic::SyntheticSpec;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_of_three_relays_delivers_every_frame_in_order() {
+    init_tracing();
+    let (origin, publisher) = origin().await;
+    let r1 = relay(&origin).await;
+    let r2 = relay(&r1).await;
+    let r3 = relay(&r2).await;
+    let sub = r3.subscribe_local();
+    let spec = SyntheticSpec {
+        fps: 30,
+        frame_size: 4000,
+        group_len: 30,
+    };
+    let mut src = Source::new(spec);
+    let n = 300;
+    let mut sent = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    for _ in 0..n {
+        tick.tick().await;
+        let f = src.next_frame();
+        sent.push(f.clone());
+        publisher.send(f);
+    }
+    let got = take(&sub, n).await;
+    assert_eq!(got.len(), n);
+    for (g, s) in got.iter().zip(&sent) {
+        assert_eq!(g, s, "frame {} differs", s.seq);
+    }
+    let s3 = r3.stats();
+    assert_eq!(s3.frames_lost, 0);
+    assert_eq!(s3.frames_received, n as u64);
+    assert!(s3.parent.is_some());
+    assert_eq!(r2.stats().frames_forwarded, n as u64);
+    assert_eq!(origin.stats().children, 1);
+    for node in [r3, r2, r1, origin] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_starts_at_the_latest_keyframe_at_once() {
+    init_tracing();
+    let (origin, publisher) = origin().await;
+    let r1 = relay(&origin).await;
+    let first = r1.subscribe_local();
+    let mut src = Source::new(SyntheticSpec {
+        fps: 30,
+        frame_size: 1000,
+        group_len: 30,
+    });
+    // Two and a half groups.
+    for _ in 0..75 {
+        publisher.send(src.next_frame());
+    }
+    take(&first, 75).await;
+    // A viewer joining now gets group 2 from its keyframe, without any new frame sent.
+    let late = relay(&r1).await;
+    let sub = late.subscribe_local();
+    let got = take(&sub, 15).await;
+    assert!(got[0].keyframe);
+    assert_eq!(got[0].group, 2);
+    assert_eq!(got[0].seq, 60);
+    assert_eq!(got.last().map(|f| f.seq), Some(74));
+    // And it continues live.
+    publisher.send(src.next_frame());
+    assert_eq!(take(&sub, 1).await[0].seq, 75);
+    for node in [late, r1, origin] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_child_loses_groups_while_its_sibling_loses_nothing() {
+    init_tracing();
+    let (origin, publisher) = origin().await;
+    // 30 fps x 20 kB = 4.8 Mbit/s; the slow child reads at a quarter of that.
+    let spec = SyntheticSpec {
+        fps: 30,
+        frame_size: 20_000,
+        group_len: 30,
+    };
+    let mut slow_cfg = config(Some(origin.addr()));
+    slow_cfg.ingest_rate_limit = Some(spec.bitrate() / 8 / 4);
+    let slow = Node::start(slow_cfg).await.expect("slow child");
+    let fast = relay(&origin).await;
+    let fast_sub = fast.subscribe_local();
+    let slow_sub = slow.subscribe_local();
+    let mut src = Source::new(spec);
+    let n = 8 * 30;
+    let mut tick = tokio::time::interval(Duration::from_micros(spec.interval_us()));
+    for _ in 0..n {
+        tick.tick().await;
+        publisher.send(src.next_frame());
+    }
+    // The fast sibling gets everything, in order.
+    let got = take(&fast_sub, n).await;
+    assert!(got.iter().enumerate().all(|(i, f)| f.seq == i as u64));
+    assert_eq!(fast.stats().frames_lost, 0);
+    // The origin dropped whole groups for the slow child only.
+    eventually("the origin to drop groups for the slow child", || {
+        origin.stats().child_dropped_groups > 0
+    })
+    .await;
+    let st = origin.stats();
+    eprintln!(
+        "origin: dropped {} groups / {} frames for the slow child",
+        st.child_dropped_groups, st.child_dropped_frames
+    );
+    // What the slow child does get are group prefixes: every group it sees starts at its
+    // keyframe, and it is missing frames.
+    let mut slow_frames = Vec::new();
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_secs(3), slow_sub.next()).await {
+        slow_frames.push(f);
+    }
+    assert!(
+        slow_frames.len() < n,
+        "slow child got {} of {n}",
+        slow_frames.len()
+    );
+    let mut seen_groups = std::collections::HashSet::new();
+    for f in &slow_frames {
+        if seen_groups.insert(f.group) {
+            assert!(
+                f.keyframe,
+                "group {} entered mid-group at seq {}",
+                f.group, f.seq
+            );
+        }
+    }
+    for node in [slow, fast, origin] {
+        node.shutdown().await;
+    }
+}
