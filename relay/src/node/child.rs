@@ -60,7 +60,7 @@ fn protocol_error(conn: &quinn::Connection, addr: &str, e: DecodeError) -> PeerE
     close(conn, e.code(), &e.to_string());
     PeerError::Protocol {
         addr: addr.to_string(),
-        source: e,
+        error: e,
     }
 }
 

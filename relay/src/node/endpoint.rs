@@ -53,9 +53,9 @@ pub fn bind(cfg: &NodeConfig) -> Result<quinn::Endpoint, NodeError> {
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsConfigError(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server.transport_config(Arc::new(child_facing_transport(cfg)));
-    quinn::Endpoint::server(server, cfg.listen).map_err(|source| NodeError::Bind {
+    quinn::Endpoint::server(server, cfg.listen).map_err(|cause| NodeError::Bind {
         addr: cfg.listen,
-        source,
+        cause,
     })
 }
 

@@ -13,12 +13,12 @@ use crate::proto::{DecodeError, ErrorCode};
 #[derive(Debug, Error)]
 pub enum NodeError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Identity problems.
     #[error(transparent)]
@@ -35,12 +35,12 @@ pub enum NodeError {
 #[derive(Debug, Error)]
 pub enum PeerError {
     /// The host part did not resolve.
-    #[error("cannot resolve {addr}: {source}")]
+    #[error("cannot resolve the host of {addr}: {cause}")]
     Resolve {
         /// The peer.
         addr: PeerAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No QUIC answer in time.
     #[error(
@@ -79,12 +79,12 @@ pub enum PeerError {
         reason: String,
     },
     /// The peer sent something that does not decode; we closed with the code shown.
-    #[error("{addr} sent bad data ({}): {source}", source.code())]
+    #[error("{addr} sent bad data, closed with {}: {error}", error.code())]
     Protocol {
         /// The peer.
         addr: String,
         /// What was wrong.
-        source: DecodeError,
+        error: DecodeError,
     },
     /// The peer broke a protocol rule not caught by a decoder.
     #[error("{addr} broke the protocol ({code}): {reason}")]

@@ -16,12 +16,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum IdentityError {
     /// The key file could not be read or written.
-    #[error("identity key file {path}: {source}")]
+    #[error("identity key file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The IO error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The key file does not hold an ed25519 PKCS#8 PEM key.
     #[error("identity key file {path} is not an ed25519 PKCS#8 PEM key: {reason}")]
@@ -140,17 +140,17 @@ impl Identity {
                 id.save(path)?;
                 Ok(id)
             }
-            Err(source) => Err(IdentityError::Io {
+            Err(cause) => Err(IdentityError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }),
         }
     }
 
     fn save(&self, path: &Path) -> Result<(), IdentityError> {
-        let io = |source| IdentityError::Io {
+        let io = |cause| IdentityError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;

@@ -175,9 +175,9 @@ impl Node {
     /// (an error if that first attempt fails; later losses are retried).
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let endpoint = endpoint::bind(&config)?;
-        let local_addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
+        let local_addr = endpoint.local_addr().map_err(|cause| NodeError::Bind {
             addr: config.listen,
-            source,
+            cause,
         })?;
         let throttle = config
             .ingest_rate_limit

@@ -31,13 +31,10 @@ pub(crate) async fn connect(
     endpoint: &quinn::Endpoint,
     parent: &PeerAddr,
 ) -> Result<Session, PeerError> {
-    let addrs = parent
-        .resolve()
-        .await
-        .map_err(|source| PeerError::Resolve {
-            addr: parent.clone(),
-            source,
-        })?;
+    let addrs = parent.resolve().await.map_err(|cause| PeerError::Resolve {
+        addr: parent.clone(),
+        cause,
+    })?;
     let cfg = endpoint::client_config(&shared.config, parent.id, ALPN).map_err(|e| {
         PeerError::Handshake {
             addr: parent.clone(),
@@ -152,7 +149,7 @@ fn protocol(conn: &quinn::Connection, parent: &PeerAddr, e: DecodeError) -> Peer
     conn.close(e.code().value().into(), e.to_string().as_bytes());
     PeerError::Protocol {
         addr: parent.to_string(),
-        source: e,
+        error: e,
     }
 }
 

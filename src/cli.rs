@@ -1,0 +1,238 @@
+//! Command-line interface definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use treecast_relay::node::PeerAddr;
+
+/// treecast: peer-to-peer live streaming over a self-organising QUIC relay tree.
+#[derive(Debug, Parser)]
+#[command(name = "treecast", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start an origin: encode a source and serve it to relays and viewers.
+    Publish(PublishArgs),
+    /// Forward a stream from a parent to up to --max-children children.
+    Relay(RelayArgs),
+    /// Join a stream as a viewer and play it (every viewer also relays).
+    Watch(WatchArgs),
+    /// Run an origin, a chain of relays and a viewer on this machine, and play the stream.
+    Demo(DemoArgs),
+    /// Print this node's identity (creating it if needed).
+    Id(IdArgs),
+}
+
+/// Options every node has.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// UDP address to listen on for children.
+    #[arg(long, env = "TREECAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Most children this node serves at once (0: none).
+    #[arg(long, env = "TREECAST_MAX_CHILDREN")]
+    pub max_children: Option<usize>,
+    /// Directory holding the node's identity key (created if missing).
+    #[arg(long, env = "TREECAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use a fresh identity for this run instead of the stored one.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Host name or IP that other machines use to reach this node (for the printed
+    /// address; default: this machine's loopback or listen IP).
+    #[arg(long, env = "TREECAST_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Which stored identity: origin, relay or viewer.
+    #[arg(long, default_value = "relay")]
+    pub role: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct EncodeArgs {
+    /// Video width in pixels.
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    /// Video height in pixels.
+    #[arg(long, default_value_t = 360)]
+    pub height: u32,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Video bitrate in kbit/s.
+    #[arg(long, default_value_t = 1500)]
+    pub video_kbps: u32,
+    /// Audio (Opus) bitrate in kbit/s.
+    #[arg(long, default_value_t = 64)]
+    pub audio_kbps: u32,
+    /// Keyframe interval (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub keyframe_interval: Duration,
+    /// Opus frame duration in milliseconds (2.5, 5, 10, 20, 40 or 60).
+    #[arg(long, default_value_t = 20.0)]
+    pub opus_frame_ms: f32,
+}
+
+impl Default for EncodeArgs {
+    /// The same values as the command-line defaults (checked by a test).
+    fn default() -> Self {
+        EncodeArgs {
+            width: 640,
+            height: 360,
+            fps: 30,
+            video_kbps: 1500,
+            audio_kbps: 64,
+            keyframe_interval: Duration::from_secs(2),
+            opus_frame_ms: 20.0,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// What to broadcast: test | file:PATH | wav:PATH | synthetic[:fps=N,size=BYTES,group=FRAMES]
+    #[arg(long, default_value = "test")]
+    pub source: String,
+    /// Loop a file or WAV source forever.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Name of the broadcast.
+    #[arg(long, default_value = "treecast")]
+    pub name: String,
+    /// Stop after this long (e.g. 30s, 10m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// The parent to receive the stream from (NODE_ID@HOST:PORT, as printed by it).
+    #[arg(long, env = "TREECAST_PARENT")]
+    pub parent: PeerAddr,
+    /// Stop after this long; default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Emulate a slow downlink: read from the parent at most this many kbit/s.
+    #[arg(long, hide = true)]
+    pub emulate_downlink_kbps: Option<u64>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The node to receive the stream from (NODE_ID@HOST:PORT).
+    pub parent: PeerAddr,
+    /// Decode and render to fake sinks (no window, no sound device needed).
+    #[arg(long)]
+    pub headless: bool,
+    /// Also write the received H.264/Opus, without re-encoding, to this Matroska file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Stop after this long (e.g. 10s); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write a JSON report (frames, stalls, latency...) to this file at exit.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Playout buffer: how far behind the first received frame playback runs.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    pub buffer: Duration,
+    /// No status line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Relays between the origin and the viewer.
+    #[arg(long, default_value_t = 3)]
+    pub relays: usize,
+    /// Force headless playback even when a display is available.
+    #[arg(long)]
+    pub headless: bool,
+    /// Stop after this long; default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write the viewer's JSON report to this file at exit.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Parses `1.5s`, `300ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let err = || format!("invalid duration {s:?}: use e.g. 300ms, 10s, 2m or 1h");
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| err())?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(err());
+    }
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn encode_defaults_match_the_flags() {
+        let Cli {
+            command: Command::Publish(p),
+        } = Cli::try_parse_from(["treecast", "publish"]).unwrap()
+        else {
+            panic!("not publish")
+        };
+        assert_eq!(p.encode, EncodeArgs::default());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn bad_parent_address_is_a_clear_error() {
+        let e = Cli::try_parse_from(["treecast", "watch", "127.0.0.1:4433"]).unwrap_err();
+        assert!(e.to_string().contains("no node id"), "{e}");
+    }
+}

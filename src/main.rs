@@ -1,0 +1,60 @@
+//! The `treecast` command: publish, relay, watch, demo.
+
+mod cli;
+mod demo;
+mod node_setup;
+mod publish;
+mod relay_cmd;
+mod status;
+mod watch;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,treecast=info,treecast_relay=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Publish(a) => publish::run(a).await,
+            Command::Relay(a) => relay_cmd::run(a).await,
+            Command::Watch(a) => watch::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Id(a) => {
+                let role = match a.role.as_str() {
+                    "origin" => node_setup::Role::Origin,
+                    "relay" => node_setup::Role::Relay,
+                    "viewer" => node_setup::Role::Viewer,
+                    other => anyhow::bail!("unknown role {other:?}: use origin, relay or viewer"),
+                };
+                let id = node_setup::identity(&a.node, role)?;
+                println!("{}", id.id());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

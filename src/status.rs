@@ -1,0 +1,80 @@
+//! The one-line status shown while a node runs, and the shutdown signal.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Prints status lines: rewritten in place on a terminal, one per interval otherwise.
+pub struct StatusLine {
+    tty: bool,
+    enabled: bool,
+}
+
+impl StatusLine {
+    pub fn new(enabled: bool) -> Self {
+        StatusLine {
+            tty: std::io::stderr().is_terminal(),
+            enabled,
+        }
+    }
+
+    pub fn show(&self, line: &str) {
+        if !self.enabled {
+            return;
+        }
+        let mut e = std::io::stderr().lock();
+        let _ = if self.tty {
+            write!(e, "\r\x1b[K{line}")
+        } else {
+            writeln!(e, "{line}")
+        };
+        let _ = e.flush();
+    }
+
+    pub fn finish(&self) {
+        if self.enabled && self.tty {
+            eprintln!();
+        }
+    }
+}
+
+/// How often the status line refreshes.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Resolves after `d`, or never.
+pub async fn maybe_sleep(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub fn fmt_bytes_rate(bits_per_sec: f64) -> String {
+    if bits_per_sec >= 1e6 {
+        format!("{:.2} Mbit/s", bits_per_sec / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bits_per_sec / 1e3)
+    }
+}

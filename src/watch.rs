@@ -1,0 +1,174 @@
+//! `treecast watch`: join a stream, play it, and relay it to a few children.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use treecast_relay::node::Node;
+
+use crate::cli::WatchArgs;
+use crate::node_setup::{self, Role};
+use crate::status;
+#[cfg(feature = "media")]
+use crate::status::StatusLine;
+
+/// How to play.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "media"), allow(dead_code))]
+pub struct PlayOptions {
+    pub headless: bool,
+    pub record: Option<PathBuf>,
+    pub buffer: Duration,
+    pub show_status: bool,
+}
+
+/// Whether a graphical display is available.
+pub fn have_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+pub async fn run(args: WatchArgs) -> Result<()> {
+    if !args.headless && !have_display() {
+        bail!(
+            "no display found (DISPLAY/WAYLAND_DISPLAY unset): use --headless to decode without a window"
+        );
+    }
+    let joined_at = Instant::now();
+    let cfg = node_setup::config(&args.node, Role::Viewer, Some(args.parent.clone()))?;
+    let node = node_setup::start(cfg).await?;
+    if !args.quiet {
+        eprintln!("watching via {}", args.parent);
+        eprintln!(
+            "relaying to others as {}",
+            node_setup::public_addr(&node, &args.node)
+        );
+    }
+    let stop = async {
+        tokio::select! {
+            _ = status::shutdown_signal() => {}
+            _ = status::maybe_sleep(args.duration) => {}
+        }
+    };
+    let opts = PlayOptions {
+        headless: args.headless,
+        record: args.record.clone(),
+        buffer: args.buffer,
+        show_status: !args.quiet,
+    };
+    let r = play(&node, &opts, joined_at, stop).await;
+    node.shutdown().await;
+    let report = r?;
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    if let Some(rec) = &args.record {
+        eprintln!("recording written to {}", rec.display());
+    }
+    Ok(())
+}
+
+pub fn write_report(path: &std::path::Path, report: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the report to {}", path.display()))
+}
+
+#[cfg(not(feature = "media"))]
+pub async fn play(
+    _node: &Node,
+    _opts: &PlayOptions,
+    _joined_at: Instant,
+    _stop: impl Future<Output = ()>,
+) -> Result<serde_json::Value> {
+    bail!(
+        "this is a relay-only build (without the `media` feature): it cannot play a stream; use `treecast relay`"
+    )
+}
+
+/// Plays the stream `node` receives until `stop` resolves; returns the JSON report.
+#[cfg(feature = "media")]
+pub async fn play(
+    node: &Node,
+    opts: &PlayOptions,
+    joined_at: Instant,
+    stop: impl Future<Output = ()>,
+) -> Result<serde_json::Value> {
+    use treecast_player::{Player, PlayerConfig};
+
+    treecast_player::init().context("initialising GStreamer")?;
+    let mut cat = node.catalog();
+    let catalog = cat
+        .wait_for(|c| c.is_some())
+        .await
+        .context("the node stopped before the stream's catalog arrived")?
+        .clone()
+        .unwrap_or_default();
+    let player = Player::new(
+        &catalog,
+        PlayerConfig {
+            headless: opts.headless,
+            record: opts.record.clone(),
+            buffer: opts.buffer,
+            joined_at,
+        },
+    )
+    .context("cannot start the player")?;
+    let sub = node.subscribe_local();
+    let status = StatusLine::new(opts.show_status);
+    let mut tick = tokio::time::interval(status::STATUS_INTERVAL);
+    tokio::pin!(stop);
+    let result: Result<()> = loop {
+        tokio::select! {
+            f = sub.next() => match f {
+                Some(f) => {
+                    if let Err(e) = player.push(&f) {
+                        break Err(e).context("playback failed");
+                    }
+                }
+                None => break Ok(()),
+            },
+            _ = tick.tick() => {
+                if let Some(e) = player.error() {
+                    break Err(e).context("playback failed");
+                }
+                status.show(&viewer_status(node, &player.stats()));
+            }
+            _ = &mut stop => break Ok(()),
+        }
+    };
+    status.finish();
+    let local_drops = sub.dropped_frames();
+    drop(sub);
+    let report = player.finish().context("finishing playback")?;
+    result?;
+    let mut v = serde_json::to_value(&report)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("node".into(), serde_json::to_value(node.stats())?);
+        o.insert("local_queue_dropped_frames".into(), local_drops.into());
+    }
+    Ok(v)
+}
+
+#[cfg(feature = "media")]
+fn viewer_status(node: &Node, p: &treecast_player::PlayerStats) -> String {
+    let s = node.stats();
+    let parent = match (&s.parent, s.parent_rtt_ms) {
+        (Some(a), Some(rtt)) => format!("parent {} rtt {rtt:.1} ms", &a[..8.min(a.len())]),
+        _ => "parent: reconnecting".into(),
+    };
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+    format!(
+        "viewer | {parent} | latency {} | buffer {} | {:.0} kbit/s | frames {} | audio {} | stalls {} | lost {} | children {}",
+        opt(p.latency_ms),
+        opt(p.buffer_ms),
+        p.bitrate_kbps,
+        p.frames_rendered,
+        p.audio_packets_decoded,
+        p.stalls,
+        p.frames_lost,
+        s.children,
+    )
+}
