@@ -1,16 +1,10 @@
 //! The `treecast` command: publish, relay, watch, demo.
 
-mod cli;
-mod demo;
-mod node_setup;
-mod publish;
-mod relay_cmd;
-mod status;
-mod watch;
+use std::io::IsTerminal;
 
 use clap::Parser;
-
-use cli::{Cli, Command};
+use treecast::cli::{Cli, Command};
+use treecast::{demo, node_setup, publish, relay_cmd, watch};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -20,6 +14,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "warn,treecast=info,treecast_relay=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

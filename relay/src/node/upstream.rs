@@ -171,6 +171,9 @@ pub(crate) async fn run(
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             *lock(&shared.parent_conn) = None;
+            if shared.is_shutting_down() {
+                return;
+            }
             match r {
                 Ok(()) => info!(parent = %parent, "parent ended the session"),
                 Err(e @ (PeerError::Protocol { .. } | PeerError::Violation { .. })) => {

@@ -1,0 +1,178 @@
+//! The `treecast` binary as users run it: separate processes for origin, relay and viewer.
+#![cfg(feature = "media")]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_treecast");
+
+/// Kills the process when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `treecast ARGS` and returns it with the node address it prints first.
+fn start(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn treecast");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the node prints its address");
+    let addr = first.split_whitespace().last().unwrap().to_string();
+    (Proc(child), addr)
+}
+
+fn discover(path: &Path) -> String {
+    let out = Command::new("gst-discoverer-1.0")
+        .arg(path)
+        .output()
+        .expect("gst-discoverer-1.0 (Debian package gstreamer1.0-plugins-base-apps)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn publish_relay_watch_as_processes_with_report_and_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_origin, origin_addr) = start(&[
+        "publish",
+        "--ephemeral",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "60s",
+    ]);
+    assert!(origin_addr.contains('@'), "{origin_addr}");
+    let (_relay, relay_addr) = start(&[
+        "relay",
+        "--ephemeral",
+        "--listen",
+        "127.0.0.1:0",
+        "--parent",
+        &origin_addr,
+        "--duration",
+        "60s",
+    ]);
+    let report = dir.path().join("report.json");
+    let record = dir.path().join("out.mkv");
+    let status = Command::new(BIN)
+        .args([
+            "watch",
+            &relay_addr,
+            "--headless",
+            "--quiet",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--duration", "5s", "--report"])
+        .arg(&report)
+        .arg("--record")
+        .arg(&record)
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run watch");
+    assert!(status.success());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    eprintln!("{r:#}");
+    for key in [
+        "frames_rendered",
+        "audio_packets_decoded",
+        "first_frame_ms",
+        "stalls",
+        "max_gap_ms",
+        "frames_lost",
+        "latency_ms",
+    ] {
+        assert!(r.get(key).is_some(), "report lacks {key}");
+    }
+    let rendered = r["frames_rendered"].as_u64().unwrap();
+    assert!(
+        rendered >= 90,
+        "5 s at 30 fps minus the buffer, got {rendered}"
+    );
+    assert_eq!(r["stalls"], 0);
+    assert_eq!(r["frames_lost"], 0);
+    assert!(r["audio_packets_decoded"].as_u64().unwrap() > 100);
+    assert!(r["first_frame_ms"].as_f64().unwrap() < 1000.0);
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    // The recording opens in an ordinary tool, with both tracks, not re-encoded.
+    let info = discover(&record);
+    assert!(info.contains("H.264"), "{info}");
+    assert!(info.contains("Opus"), "{info}");
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["watch", "127.0.0.1:4433", "--headless"]);
+    assert!(e.contains("no node id"), "{e}");
+    let e = run(&[
+        "publish",
+        "--source",
+        "rtmp://x",
+        "--ephemeral",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(e.contains("unknown source"), "{e}");
+    let e = run(&[
+        "publish",
+        "--source",
+        "file:/nonexistent/x.mp4",
+        "--ephemeral",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(e.contains("/nonexistent/x.mp4"), "{e}");
+    let e = run(&[
+        "watch",
+        "--headless",
+        "--duration",
+        "forever",
+        "aaaa@127.0.0.1:1",
+    ]);
+    assert!(e.contains("invalid duration"), "{e}");
+    // Nobody listens there: one readable line, no hang.
+    let id = String::from_utf8(
+        Command::new(BIN)
+            .args(["id", "--ephemeral"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let e = run(&[
+        "relay",
+        "--ephemeral",
+        "--listen",
+        "127.0.0.1:0",
+        "--parent",
+        &format!("{}@127.0.0.1:9", id.trim()),
+    ]);
+    assert!(e.contains("no answer from"), "{e}");
+}
