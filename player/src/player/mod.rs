@@ -1,0 +1,461 @@
+//! The viewer side: decode and render (or discard, headless) the frames received from the
+//! tree, optionally record them to Matroska, and measure the experience.
+//!
+//! ```no_run
+//! # fn run(catalog: treecast_relay::proto::media::Catalog,
+//! #        frames: Vec<treecast_relay::proto::media::Frame>) -> Result<(), treecast_player::MediaError> {
+//! use treecast_player::player::{Player, PlayerConfig};
+//! let player = Player::new(&catalog, PlayerConfig { headless: true, ..PlayerConfig::default() })?;
+//! for frame in &frames {
+//!     player.push(frame)?; // in order per track; gaps allowed
+//! }
+//! println!("{:?}", player.stats());
+//! let report = player.finish()?; // drains, finalises the recording
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! Timing: the first pushed frame (any track) fixes `offset = running time now + buffer −
+//! frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for all tracks keeps
+//! audio and video in the origin's sync; the sinks play each frame `buffer` after the first
+//! one arrived, in the origin's rhythm.
+//!
+//! Video frames are only fed from a keyframe on: before the first keyframe, and after a
+//! sequence gap until the next keyframe, video frames are skipped (a frozen picture rather
+//! than a corrupted one). Frames of tracks not in the catalog are ignored.
+
+mod metrics;
+mod pipeline;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tracing::{debug, warn};
+use treecast_relay::proto::media::{Catalog, Codec, Frame, TrackId};
+
+pub use metrics::{LatencySummary, PlayerReport, PlayerStats, STALL_GAP};
+
+use crate::MediaError;
+use crate::timing::us_to_ns;
+use metrics::{Kind, Metrics};
+
+/// How long [`Player::finish`] waits for the pipeline to drain.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bus polling interval of the watcher thread (bounds how long shutdown waits for it).
+const BUS_POLL: Duration = Duration::from_millis(100);
+/// Largest playout delay accepted.
+const MAX_BUFFER: Duration = Duration::from_secs(60);
+
+/// How to play.
+#[derive(Clone, Debug)]
+pub struct PlayerConfig {
+    /// No window, no sound device: `fakesink`s that still keep time.
+    pub headless: bool,
+    /// Also write the received H.264/Opus (not re-encoded) to this Matroska file.
+    pub record: Option<PathBuf>,
+    /// Playout delay: the first frame is rendered this long after it was pushed.
+    pub buffer: Duration,
+    /// When the viewer started joining (for time-to-first-frame).
+    pub joined_at: Instant,
+}
+
+impl Default for PlayerConfig {
+    /// Windowed, no recording, 300 ms buffer, joined now.
+    fn default() -> Self {
+        PlayerConfig {
+            headless: false,
+            record: None,
+            buffer: Duration::from_millis(300),
+            joined_at: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct BusState {
+    error: Option<MediaError>,
+    eos: bool,
+}
+
+/// State shared with the pipeline's callbacks and the bus thread.
+pub(crate) struct Shared {
+    metrics: Mutex<Metrics>,
+    bus: Mutex<BusState>,
+    changed: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn metrics(&self) -> MutexGuard<'_, Metrics> {
+        self.metrics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bus(&self) -> MutexGuard<'_, BusState> {
+        self.bus.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn error(&self) -> Option<MediaError> {
+        self.bus().error.clone()
+    }
+
+    fn set_error(&self, e: MediaError) {
+        let mut b = self.bus();
+        if b.error.is_none() {
+            warn!("player pipeline error: {e}");
+            b.error = Some(e);
+        }
+        self.changed.notify_all();
+    }
+
+    fn set_eos(&self) {
+        self.bus().eos = true;
+        self.changed.notify_all();
+    }
+}
+
+/// One input track.
+struct Input {
+    id: TrackId,
+    kind: Kind,
+    src: gst_app::AppSrc,
+    last_seq: Option<u64>,
+    /// Video: skip frames until a keyframe.
+    waiting_key: bool,
+    /// Mark the next pushed buffer DISCONT.
+    discont: bool,
+}
+
+struct PushState {
+    inputs: Vec<Input>,
+    /// Pipeline running time minus origin time (ns), fixed by the first frame.
+    offset_ns: Option<i128>,
+}
+
+/// Decodes and renders one broadcast. `Send`; call `push` from one task at a time.
+pub struct Player {
+    pipeline: gst::Pipeline,
+    push: Mutex<PushState>,
+    shared: Arc<Shared>,
+    buffer: Duration,
+    recording: bool,
+    bus_stop: Arc<AtomicBool>,
+    bus_thread: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Player {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Player")
+            .field("buffer", &self.buffer)
+            .field("recording", &self.recording)
+            .finish_non_exhaustive()
+    }
+}
+
+fn clamp_ns(v: i128) -> u64 {
+    u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+}
+
+impl Player {
+    /// Builds the pipeline for the catalog's first H.264 and first Opus track and starts it.
+    pub fn new(catalog: &Catalog, config: PlayerConfig) -> Result<Player, MediaError> {
+        crate::init()?;
+        if config.buffer > MAX_BUFFER {
+            return Err(MediaError::InvalidSettings(format!(
+                "playout buffer {:?} (at most {MAX_BUFFER:?})",
+                config.buffer
+            )));
+        }
+        let video = catalog.tracks.iter().find_map(|t| match t.codec {
+            Codec::H264 {
+                width,
+                height,
+                fps_num,
+                fps_den,
+            } => Some((
+                t.id,
+                pipeline::VideoParams {
+                    width,
+                    height,
+                    fps_num,
+                    fps_den,
+                },
+            )),
+            _ => None,
+        });
+        let audio = catalog.tracks.iter().find_map(|t| match t.codec {
+            Codec::Opus { channels, .. } => Some((t.id, channels)),
+            _ => None,
+        });
+        if let Some((_, ch)) = audio
+            && !(1..=2).contains(&ch)
+        {
+            return Err(MediaError::InvalidSettings(format!(
+                "Opus track with {ch} channels (1 or 2 supported)"
+            )));
+        }
+        if video.is_none() && audio.is_none() {
+            return Err(MediaError::InvalidSettings(
+                "the catalog has no H.264 or Opus track to play".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            metrics: Mutex::new(Metrics::new(config.joined_at)),
+            bus: Mutex::new(BusState::default()),
+            changed: Condvar::new(),
+        });
+        let built = pipeline::build(
+            video.as_ref().map(|(_, p)| p),
+            audio.map(|(_, ch)| ch),
+            &config,
+            &shared,
+        )?;
+        let mut inputs = Vec::new();
+        if let (Some((id, _)), Some(src)) = (video, built.video) {
+            inputs.push(Input {
+                id,
+                kind: Kind::Video,
+                src,
+                last_seq: None,
+                waiting_key: true,
+                discont: true,
+            });
+        }
+        if let (Some((id, _)), Some(src)) = (audio, built.audio) {
+            inputs.push(Input {
+                id,
+                kind: Kind::Audio,
+                src,
+                last_seq: None,
+                waiting_key: false,
+                discont: true,
+            });
+        }
+        let pipeline = built.pipeline;
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let err = pipeline
+                .bus()
+                .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(e) => Some(MediaError::from_bus_error(e)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| MediaError::pipeline("treecast-player", "cannot start"));
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(err);
+        }
+        let bus_stop = Arc::new(AtomicBool::new(false));
+        let bus_thread = spawn_bus_thread(&pipeline, shared.clone(), bus_stop.clone());
+        Ok(Player {
+            pipeline,
+            push: Mutex::new(PushState {
+                inputs,
+                offset_ns: None,
+            }),
+            shared,
+            buffer: config.buffer,
+            recording: config.record.is_some(),
+            bus_stop,
+            bus_thread,
+            finished: false,
+        })
+    }
+
+    /// Feeds one frame. Frames of a track must come with increasing `seq` (gaps allowed,
+    /// older or repeated frames are ignored). Returns the pipeline's error once it has one.
+    pub fn push(&self, frame: &Frame) -> Result<(), MediaError> {
+        if let Some(e) = self.shared.error() {
+            return Err(e);
+        }
+        let now = Instant::now();
+        let mut st = self.push.lock().unwrap_or_else(PoisonError::into_inner);
+        let PushState { inputs, offset_ns } = &mut *st;
+        let Some(input) = inputs.iter_mut().find(|i| i.id == frame.track) else {
+            return Ok(());
+        };
+        let lost = match input.last_seq {
+            Some(last) if frame.seq <= last => {
+                debug!(
+                    track = frame.track,
+                    seq = frame.seq,
+                    last,
+                    "stale frame ignored"
+                );
+                return Ok(());
+            }
+            Some(last) => frame.seq - last - 1,
+            None => 0,
+        };
+        input.last_seq = Some(frame.seq);
+        if lost > 0 {
+            input.discont = true;
+            input.waiting_key |= input.kind == Kind::Video;
+        }
+        self.shared
+            .metrics()
+            .on_received(now, lost, frame.payload.len());
+        if input.waiting_key {
+            if !frame.keyframe {
+                return Ok(());
+            }
+            input.waiting_key = false;
+        }
+        if frame.payload.is_empty() {
+            return Ok(());
+        }
+        let offset = *offset_ns.get_or_insert_with(|| {
+            let running = self
+                .pipeline
+                .current_running_time()
+                .map_or(0, |t| t.nseconds());
+            i128::from(running) + self.buffer.as_nanos() as i128 - i128::from(us_to_ns(frame.pts))
+        });
+        let pts_ns = clamp_ns(i128::from(us_to_ns(frame.pts)) + offset);
+        let dts_ns = clamp_ns(i128::from(us_to_ns(frame.dts.min(frame.pts))) + offset);
+        let mut buffer = gst::Buffer::from_slice(frame.payload.clone());
+        {
+            let b = buffer.make_mut();
+            b.set_pts(gst::ClockTime::from_nseconds(pts_ns));
+            b.set_dts(gst::ClockTime::from_nseconds(dts_ns));
+            if frame.duration > 0 {
+                b.set_duration(gst::ClockTime::from_useconds(u64::from(frame.duration)));
+            }
+            let mut flags = gst::BufferFlags::empty();
+            if input.discont {
+                flags |= gst::BufferFlags::DISCONT;
+            }
+            if input.kind == Kind::Video && !frame.keyframe {
+                flags |= gst::BufferFlags::DELTA_UNIT;
+            }
+            b.set_flags(flags);
+        }
+        input.discont = false;
+        self.shared
+            .metrics()
+            .on_pushed(input.kind, frame.seq, pts_ns, frame.capture_us);
+        input.src.push_buffer(buffer).map_err(|flow| {
+            self.shared.error().unwrap_or_else(|| {
+                MediaError::pipeline(input.src.name(), format!("buffer refused: {flow:?}"))
+            })
+        })?;
+        Ok(())
+    }
+
+    /// A live snapshot (cheap; for a status line).
+    pub fn stats(&self) -> PlayerStats {
+        let running = self.pipeline.current_running_time().map(|t| t.nseconds());
+        self.shared.metrics().stats(Instant::now(), running)
+    }
+
+    /// The first error the pipeline reported, if any.
+    pub fn error(&self) -> Option<MediaError> {
+        self.shared.error()
+    }
+
+    /// Ends the stream: sends EOS, waits (at most 5 s) until everything pushed has been
+    /// played and the recording is finalised, stops the pipeline and returns the report.
+    /// Blocks the calling thread; from async code call it in `spawn_blocking`.
+    /// Returns the pipeline's error if it had one, or an error if a recording could not be
+    /// finalised in time.
+    pub fn finish(mut self) -> Result<PlayerReport, MediaError> {
+        let drained = self.shutdown(true);
+        if let Some(e) = self.shared.error() {
+            return Err(e);
+        }
+        if !drained {
+            if self.recording {
+                return Err(MediaError::pipeline(
+                    "recmux",
+                    format!(
+                        "recording not finalised: end of stream not reached within {FINISH_TIMEOUT:?}"
+                    ),
+                ));
+            }
+            warn!("player did not drain within {FINISH_TIMEOUT:?}");
+        }
+        Ok(self.shared.metrics().report())
+    }
+
+    /// Stops the pipeline (after draining it if `drain`); true if it drained.
+    fn shutdown(&mut self, drain: bool) -> bool {
+        if self.finished {
+            return false;
+        }
+        self.finished = true;
+        let mut drained = false;
+        if drain {
+            {
+                let st = self.push.lock().unwrap_or_else(PoisonError::into_inner);
+                for input in &st.inputs {
+                    let _ = input.src.end_of_stream();
+                }
+            }
+            let deadline = Instant::now() + FINISH_TIMEOUT;
+            let mut bus = self.shared.bus();
+            while !bus.eos && bus.error.is_none() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                bus = self
+                    .shared
+                    .changed
+                    .wait_timeout(bus, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            drained = bus.eos;
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+        self.bus_stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.bus_thread.take() {
+            let _ = h.join();
+        }
+        drained
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.shutdown(false);
+    }
+}
+
+fn spawn_bus_thread(
+    pipeline: &gst::Pipeline,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
+    let bus = pipeline.bus()?;
+    let poll = gst::ClockTime::from_nseconds(BUS_POLL.as_nanos() as u64);
+    let spawned = std::thread::Builder::new()
+        .name("treecast-player-bus".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Some(msg) = bus.timed_pop(poll) else {
+                    continue;
+                };
+                match msg.view() {
+                    gst::MessageView::Error(e) => shared.set_error(MediaError::from_bus_error(e)),
+                    gst::MessageView::Warning(w) => warn!(
+                        element = %w.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                        "GStreamer warning: {}",
+                        w.error()
+                    ),
+                    gst::MessageView::Eos(_) => shared.set_eos(),
+                    _ => {}
+                }
+            }
+        });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!("cannot spawn the player's bus thread: {e}; errors will not be reported");
+            None
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The playback pipeline:
+//!
+//! ```text
+//! appsrc video (H.264 AU) ! tee ! queue ! h264parse ! avdec_h264 ! videoconvert ! video sink
+//!                             └ queue ! h264parse ─────────────┐   (only when recording)
+//! appsrc audio (Opus)     ! tee ! queue ! opusdec ! audioconvert ! audioresample ! audio sink
+//!                             └ queue ! opusparse ! matroskamux ! filesink
+//! ```
+//!
+//! Headless sinks are `fakesink`s (chosen explicitly: autovideosink probes for over a second
+//! without a display). Windowed: `xvimagesink`, `ximagesink`, then `autovideosink`; audio
+//! `autoaudiosink`, replaced by a `fakesink` (with a warning) when no sound device works.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::MediaError;
+use crate::elements::{self, make};
+use crate::timing::unix_now_us;
+
+/// Video track parameters from the catalog.
+#[derive(Clone, Debug)]
+pub(crate) struct VideoParams {
+    pub width: u32,
+    pub height: u32,
+    pub fps_num: u32,
+    pub fps_den: u32,
+}
+
+/// The built pipeline and its inputs.
+pub(crate) struct Built {
+    pub pipeline: gst::Pipeline,
+    pub video: Option<gst_app::AppSrc>,
+    pub audio: Option<gst_app::AppSrc>,
+}
+
+fn link_err(what: &str) -> impl Fn(gst::glib::BoolError) -> MediaError + '_ {
+    move |e| MediaError::pipeline(what, format!("cannot link: {e}"))
+}
+
+fn link_chain(
+    pipeline: &gst::Pipeline,
+    chain: &[&gst::Element],
+    what: &str,
+) -> Result<(), MediaError> {
+    pipeline
+        .add_many(chain.iter().copied())
+        .map_err(link_err(what))?;
+    gst::Element::link_many(chain.iter().copied()).map_err(link_err(what))
+}
+
+/// A queue after a tee: deep enough for the playout buffer plus a joining burst.
+fn queue(name: &str, buffer: Duration) -> Result<gst::Element, MediaError> {
+    let q = make("queue", name)?;
+    let max_ns = (buffer + Duration::from_secs(5))
+        .as_nanos()
+        .min(u128::from(u64::MAX)) as u64;
+    q.set_property("max-size-buffers", 0u32);
+    q.set_property("max-size-bytes", 64u32 * 1024 * 1024);
+    q.set_property("max-size-time", max_ns);
+    Ok(q)
+}
+
+fn appsrc(name: &str, caps: gst::Caps) -> Result<gst_app::AppSrc, MediaError> {
+    let src = make("appsrc", name)?
+        .downcast::<gst_app::AppSrc>()
+        .map_err(|_| MediaError::pipeline(name, "appsrc is not an AppSrc"))?;
+    src.set_caps(Some(&caps));
+    src.set_is_live(true);
+    src.set_format(gst::Format::Time);
+    src.set_property("block", false);
+    // Buffers are pushed up to the playout delay (plus a joining burst) early; the bound
+    // only matters if the pipeline stops consuming (e.g. a timestamp far in the future),
+    // and then the oldest queued buffers are dropped instead of growing without limit.
+    src.set_max_bytes(64 * 1024 * 1024);
+    src.set_leaky_type(gst_app::AppLeakyType::Downstream);
+    Ok(src)
+}
+
+/// Factories needed for this configuration (decoder checked separately).
+pub(crate) fn required(video: bool, audio: bool, record: bool) -> Vec<&'static str> {
+    let mut v = vec!["appsrc", "tee", "queue", "fakesink"];
+    if video {
+        v.extend(["h264parse", "videoconvert"]);
+    }
+    if audio {
+        v.extend(["opusdec", "audioconvert", "audioresample"]);
+    }
+    if record {
+        v.extend(["matroskamux", "filesink"]);
+        if audio {
+            v.push("opusparse");
+        }
+    }
+    v
+}
+
+pub(crate) fn build(
+    video: Option<&VideoParams>,
+    audio_channels: Option<u8>,
+    config: &super::PlayerConfig,
+    shared: &Arc<Shared>,
+) -> Result<Built, MediaError> {
+    elements::require(&required(
+        video.is_some(),
+        audio_channels.is_some(),
+        config.record.is_some(),
+    ))?;
+    let pipeline = gst::Pipeline::with_name("treecast-player");
+    let mux = match &config.record {
+        Some(path) => {
+            let mux = make("matroskamux", "recmux")?;
+            let sink = make("filesink", "recfile")?;
+            let location = path.to_str().ok_or_else(|| {
+                MediaError::InvalidSettings(format!("record path {} is not UTF-8", path.display()))
+            })?;
+            sink.set_property("location", location);
+            sink.set_property("async", false);
+            link_chain(&pipeline, &[&mux, &sink], "recording")?;
+            Some(mux)
+        }
+        None => None,
+    };
+    let video_src = match video {
+        Some(p) => Some(build_video(&pipeline, p, config, mux.as_ref(), shared)?),
+        None => None,
+    };
+    let audio_src = match audio_channels {
+        Some(ch) => Some(build_audio(&pipeline, ch, config, mux.as_ref(), shared)?),
+        None => None,
+    };
+    Ok(Built {
+        pipeline,
+        video: video_src,
+        audio: audio_src,
+    })
+}
+
+fn video_caps(p: &VideoParams) -> gst::Caps {
+    let mut b = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au");
+    if p.width > 0 && p.height > 0 {
+        b = b
+            .field("width", i32::try_from(p.width).unwrap_or(i32::MAX))
+            .field("height", i32::try_from(p.height).unwrap_or(i32::MAX));
+    }
+    if p.fps_num > 0 && p.fps_den > 0 {
+        let n = i32::try_from(p.fps_num).unwrap_or(i32::MAX);
+        let d = i32::try_from(p.fps_den).unwrap_or(i32::MAX);
+        b = b.field("framerate", gst::Fraction::new(n, d));
+    }
+    b.build()
+}
+
+fn decoder() -> Result<gst::Element, MediaError> {
+    if elements::available("avdec_h264") {
+        let dec = make("avdec_h264", "vdec")?;
+        // Slice threading: no added frame latency.
+        if dec.find_property("thread-type").is_some() {
+            dec.set_property_from_str("thread-type", "slice");
+        }
+        Ok(dec)
+    } else if elements::available("openh264dec") {
+        warn!("avdec_h264 missing (gstreamer1.0-libav); using openh264dec");
+        make("openh264dec", "vdec")
+    } else {
+        Err(elements::missing("avdec_h264"))
+    }
+}
+
+fn build_video(
+    pipeline: &gst::Pipeline,
+    p: &VideoParams,
+    config: &super::PlayerConfig,
+    mux: Option<&gst::Element>,
+    shared: &Arc<Shared>,
+) -> Result<gst_app::AppSrc, MediaError> {
+    let src = appsrc("video", video_caps(p))?;
+    let tee = make("tee", "vtee")?;
+    let q = queue("vqueue", config.buffer)?;
+    let parse = make("h264parse", "vparse")?;
+    let dec = decoder()?;
+    let convert = make("videoconvert", "vconvert")?;
+    let sink = video_sink(config.headless)?;
+    link_chain(
+        pipeline,
+        &[src.upcast_ref(), &tee, &q, &parse, &dec, &convert, &sink],
+        "video",
+    )?;
+    if let Some(mux) = mux {
+        let rq = queue("vrecqueue", config.buffer)?;
+        let rparse = make("h264parse", "vrecparse")?;
+        link_chain(pipeline, &[&rq, &rparse], "video recording")?;
+        tee.link(&rq).map_err(link_err("video recording"))?;
+        rparse.link(mux).map_err(link_err("video recording"))?;
+    }
+    count_renders(&sink, config.headless, shared);
+    Ok(src)
+}
+
+fn build_audio(
+    pipeline: &gst::Pipeline,
+    channels: u8,
+    config: &super::PlayerConfig,
+    mux: Option<&gst::Element>,
+    shared: &Arc<Shared>,
+) -> Result<gst_app::AppSrc, MediaError> {
+    let caps = gst::Caps::builder("audio/x-opus")
+        .field("rate", 48_000i32)
+        .field("channels", i32::from(channels))
+        .field("channel-mapping-family", 0i32)
+        .build();
+    let src = appsrc("audio", caps)?;
+    let tee = make("tee", "atee")?;
+    let q = queue("aqueue", config.buffer)?;
+    let dec = make("opusdec", "adec")?;
+    let convert = make("audioconvert", "aconvert")?;
+    let resample = make("audioresample", "aresample")?;
+    let sink = audio_sink(config.headless)?;
+    link_chain(
+        pipeline,
+        &[src.upcast_ref(), &tee, &q, &dec, &convert, &resample, &sink],
+        "audio",
+    )?;
+    if let Some(mux) = mux {
+        let rq = queue("arecqueue", config.buffer)?;
+        let rparse = make("opusparse", "arecparse")?;
+        link_chain(pipeline, &[&rq, &rparse], "audio recording")?;
+        tee.link(&rq).map_err(link_err("audio recording"))?;
+        rparse.link(mux).map_err(link_err("audio recording"))?;
+    }
+    if let Some(pad) = dec.static_pad("src") {
+        let shared = shared.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            shared.metrics().on_audio_decoded();
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(src)
+}
+
+/// True if `element` can reach READY on its own (opens the display / sound device).
+fn usable(element: &gst::Element) -> bool {
+    let ok = element.set_state(gst::State::Ready).is_ok();
+    let _ = element.set_state(gst::State::Null);
+    ok
+}
+
+/// For autodetect bins: the factory of the sink they picked (after READY).
+fn autodetect_choice(bin: &gst::Element) -> Option<String> {
+    let bin = bin.downcast_ref::<gst::Bin>()?;
+    let child = bin.children().into_iter().next()?;
+    Some(child.factory()?.name().to_string())
+}
+
+fn fakesink(name: &str, video: bool) -> Result<gst::Element, MediaError> {
+    let sink = make("fakesink", name)?;
+    sink.set_property("sync", true);
+    if video {
+        sink.set_property("qos", false);
+        sink.set_property("max-lateness", -1i64);
+        sink.set_property("signal-handoffs", true);
+    }
+    Ok(sink)
+}
+
+fn video_sink(headless: bool) -> Result<gst::Element, MediaError> {
+    if headless {
+        return fakesink("videosink", true);
+    }
+    for factory in ["xvimagesink", "ximagesink"] {
+        if elements::available(factory) {
+            let sink = make(factory, "videosink")?;
+            if usable(&sink) {
+                info!("video sink: {factory}");
+                return Ok(sink);
+            }
+        }
+    }
+    if elements::available("autovideosink") {
+        let sink = make("autovideosink", "videosink")?;
+        let ok = sink.set_state(gst::State::Ready).is_ok();
+        let choice = autodetect_choice(&sink);
+        let _ = sink.set_state(gst::State::Null);
+        if ok && choice.as_deref().is_some_and(|c| c != "fakesink") {
+            info!("video sink: autovideosink ({})", choice.unwrap_or_default());
+            return Ok(sink);
+        }
+    }
+    Err(MediaError::pipeline(
+        "videosink",
+        "no usable video sink (is DISPLAY set?); run headless instead",
+    ))
+}
+
+fn audio_sink(headless: bool) -> Result<gst::Element, MediaError> {
+    if !headless && elements::available("autoaudiosink") {
+        let sink = make("autoaudiosink", "audiosink")?;
+        let ok = sink.set_state(gst::State::Ready).is_ok();
+        let choice = autodetect_choice(&sink);
+        let _ = sink.set_state(gst::State::Null);
+        if ok && choice.as_deref().is_some_and(|c| c != "fakesink") {
+            info!("audio sink: autoaudiosink ({})", choice.unwrap_or_default());
+            return Ok(sink);
+        }
+        warn!("no usable sound device; audio is decoded but not played");
+    }
+    fakesink("audiosink", false)
+}
+
+/// Counts rendered video frames. Headless: fakesink's `handoff`, emitted when the frame is
+/// rendered (after clock sync). Windowed: a probe on the sink pad, which sees the frame
+/// before the sink waits for its time, so the render instant is estimated as now + how far
+/// the frame's running time is ahead of the clock.
+fn count_renders(sink: &gst::Element, headless: bool, shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    if headless {
+        sink.connect("handoff", false, move |args| {
+            let pts = args
+                .get(1)
+                .and_then(|v| v.get::<gst::Buffer>().ok())
+                .and_then(|b| b.pts())
+                .map(|p| p.nseconds());
+            shared
+                .metrics()
+                .on_video_render(Instant::now(), unix_now_us(), pts);
+            None
+        });
+        return;
+    }
+    let Some(pad) = sink.static_pad("sink") else {
+        warn!("video sink has no sink pad; renders are not counted");
+        return;
+    };
+    let weak_sink = sink.downgrade();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let pts = info.buffer().and_then(|b| b.pts()).map(|p| p.nseconds());
+        let ahead_ns = match (
+            pts,
+            weak_sink.upgrade().and_then(|s| s.current_running_time()),
+        ) {
+            (Some(p), Some(now)) => p.saturating_sub(now.nseconds()),
+            _ => 0,
+        };
+        let ahead = Duration::from_nanos(ahead_ns);
+        let unix = unix_now_us().saturating_add(ahead_ns / 1000);
+        shared
+            .metrics()
+            .on_video_render(Instant::now() + ahead, unix, pts);
+        gst::PadProbeReturn::Ok
+    });
+}

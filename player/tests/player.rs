@@ -1,0 +1,305 @@
+//! The headless player fed from a live test source, and recording.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{heavy, next_unit, small_settings};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use treecast_player::{MediaError, MediaSource, Player, PlayerConfig, PlayerReport, SourceSpec};
+use treecast_relay::proto::media::{AUDIO_TRACK, Catalog, Frame, Packager, VIDEO_TRACK};
+
+#[test]
+fn player_and_source_are_send() {
+    fn send<T: Send>() {}
+    send::<Player>();
+    send::<MediaSource>();
+}
+
+struct Fed {
+    video: u64,
+    audio: u64,
+    report: PlayerReport,
+}
+
+/// Runs the test source for `seconds` of media into a headless player. `drop_frame`
+/// decides which frames are withheld (simulated loss).
+async fn feed(
+    seconds: u64,
+    record: Option<&Path>,
+    drop_frame: impl Fn(&Frame) -> bool,
+) -> Result<Fed, MediaError> {
+    let mut src = MediaSource::start(&SourceSpec::Test, &small_settings())?;
+    let joined_at = Instant::now();
+    let config = PlayerConfig {
+        headless: true,
+        record: record.map(Path::to_path_buf),
+        buffer: Duration::from_millis(300),
+        joined_at,
+    };
+    let player = Player::new(src.catalog(), config)?;
+    let mut packager = Packager::new(Some(VIDEO_TRACK), 2_000_000);
+    let (mut video, mut audio) = (0u64, 0u64);
+    let mut first_pts = None;
+    loop {
+        let unit = next_unit(&mut src).await.expect("live source never ends");
+        let Some(frame) = packager.pack(unit) else {
+            continue;
+        };
+        let first = *first_pts.get_or_insert(frame.pts);
+        if frame.pts.saturating_sub(first) >= seconds * 1_000_000 {
+            break;
+        }
+        if drop_frame(&frame) {
+            continue;
+        }
+        player.push(&frame)?;
+        match frame.track {
+            VIDEO_TRACK => video += 1,
+            _ => audio += 1,
+        }
+    }
+    let stats = player.stats();
+    eprintln!("stats before finish: {stats:?}");
+    assert!(stats.frames_rendered > 0);
+    assert!(stats.bitrate_kbps > 100.0, "{stats:?}");
+    let b = stats.buffer_ms.expect("buffer level known");
+    assert!((100.0..=600.0).contains(&b), "buffer {b} ms");
+    src.stop();
+    let report = tokio::task::spawn_blocking(move || player.finish())
+        .await
+        .expect("finish does not panic")?;
+    eprintln!("pushed video {video} audio {audio}; report {report:?}");
+    Ok(Fed {
+        video,
+        audio,
+        report,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_roundtrip_renders_everything() {
+    let _heavy = heavy().await;
+    let fed = feed(3, None, |_| false).await.unwrap();
+    let r = &fed.report;
+    assert!(fed.video >= 85, "video pushed {}", fed.video);
+    assert_eq!(r.frames_received, fed.video);
+    assert_eq!(
+        r.frames_rendered, fed.video,
+        "every pushed video frame is rendered"
+    );
+    assert_eq!(r.audio_packets_received, fed.audio);
+    assert_eq!(
+        r.audio_packets_decoded, fed.audio,
+        "every pushed audio packet is decoded"
+    );
+    assert_eq!(r.stalls, 0, "max gap {} ms", r.max_gap_ms);
+    assert_eq!(r.out_of_order, 0);
+    assert_eq!(r.frames_lost, 0);
+    assert_eq!(r.first_video_seq, Some(0));
+    assert_eq!(r.last_video_seq, Some(fed.video - 1));
+    let first = r.first_frame_ms.expect("a frame was rendered");
+    assert!(first < 1000.0, "first frame after {first} ms");
+    // Latency ≈ encoder + playout buffer; bounded loosely (a behaviour, not a benchmark).
+    let p50 = r.latency_ms.p50.expect("latency measured");
+    assert!((250.0..1500.0).contains(&p50), "latency p50 {p50} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_counted_and_video_resumes_at_a_keyframe() {
+    let _heavy = heavy().await;
+    // Lose video frames 10..15 (mid-group) and audio packets 20..23.
+    let fed = feed(3, None, |f| {
+        (f.track == VIDEO_TRACK && (10..15).contains(&f.seq))
+            || (f.track == AUDIO_TRACK && (20..23).contains(&f.seq))
+    })
+    .await
+    .unwrap();
+    let r = &fed.report;
+    assert_eq!(r.frames_lost, 5 + 3);
+    // Video frames after the gap up to the next keyframe (seq 60) are skipped.
+    assert_eq!(r.frames_received, fed.video - (60 - 15));
+    assert_eq!(r.frames_rendered, r.frames_received);
+    assert_eq!(r.audio_packets_decoded, fed.audio);
+    assert_eq!(r.out_of_order, 0);
+    // The picture froze from frame 10 to frame 60: one long stall.
+    assert_eq!(r.stalls, 1);
+    assert!(r.max_gap_ms > 1500.0, "{}", r.max_gap_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_is_a_playable_matroska_file() {
+    let _heavy = heavy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.mkv");
+    let fed = feed(2, Some(&path), |_| false).await.unwrap();
+    assert_eq!(fed.report.frames_rendered, fed.video);
+    let probe = tokio::task::spawn_blocking(move || probe_recording(&path))
+        .await
+        .unwrap();
+    eprintln!("recording: {probe:?}");
+    assert!(
+        probe.caps.iter().any(|c| c == "video/x-h264"),
+        "{:?}",
+        probe.caps
+    );
+    assert!(
+        probe.caps.iter().any(|c| c == "audio/x-opus"),
+        "{:?}",
+        probe.caps
+    );
+    assert_eq!(
+        probe.video_frames, fed.video,
+        "all video frames decodable from the file"
+    );
+    assert!(
+        probe.audio_buffers.abs_diff(fed.audio) <= 2,
+        "{} vs {}",
+        probe.audio_buffers,
+        fed.audio
+    );
+}
+
+#[derive(Debug)]
+struct Probe {
+    caps: Vec<String>,
+    video_frames: u64,
+    audio_buffers: u64,
+}
+
+/// Demuxes and decodes the file to the end, as an ordinary player would.
+fn probe_recording(path: &Path) -> Probe {
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path.to_str().unwrap())
+        .build()
+        .unwrap();
+    let demux = gst::ElementFactory::make("matroskademux").build().unwrap();
+    pipeline.add_many([&src, &demux]).unwrap();
+    src.link(&demux).unwrap();
+    let caps = Arc::new(Mutex::new(Vec::new()));
+    let video = Arc::new(AtomicU64::new(0));
+    let audio = Arc::new(AtomicU64::new(0));
+    let (c, v, a) = (caps.clone(), video.clone(), audio.clone());
+    let weak = pipeline.downgrade();
+    demux.connect_pad_added(move |_, pad| {
+        let pipeline = weak.upgrade().unwrap();
+        let name = pad
+            .current_caps()
+            .unwrap()
+            .structure(0)
+            .unwrap()
+            .name()
+            .to_string();
+        c.lock().unwrap().push(name.clone());
+        let (desc, counter) = match name.as_str() {
+            "video/x-h264" => (
+                "queue ! h264parse ! avdec_h264 ! fakesink name=s sync=false",
+                v.clone(),
+            ),
+            "audio/x-opus" => ("queue ! opusdec ! fakesink name=s sync=false", a.clone()),
+            _ => ("fakesink name=s sync=false", Arc::new(AtomicU64::new(0))),
+        };
+        let bin = gst::parse::bin_from_description(desc, true).unwrap();
+        let sink_pad = bin.by_name("s").unwrap().static_pad("sink").unwrap();
+        sink_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+        pipeline.add(&bin).unwrap();
+        pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+        bin.sync_state_with_parent().unwrap();
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("recording plays to the end");
+    pipeline.set_state(gst::State::Null).unwrap();
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("recording does not play: {} {:?}", e.error(), e.debug());
+    }
+    let caps = caps.lock().unwrap().clone();
+    Probe {
+        caps,
+        video_frames: video.load(Ordering::Relaxed),
+        audio_buffers: audio.load(Ordering::Relaxed),
+    }
+}
+
+#[test]
+fn catalog_without_media_is_rejected() {
+    let err = Player::new(
+        &Catalog::default(),
+        PlayerConfig {
+            headless: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, MediaError::InvalidSettings(_)), "{err:?}");
+}
+
+#[test]
+fn finish_without_frames_returns_quickly() {
+    let cat = MediaSource::start(&SourceSpec::Test, &small_settings())
+        .map(|s| s.catalog().clone())
+        .unwrap();
+    let player = Player::new(
+        &cat,
+        PlayerConfig {
+            headless: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(player.stats().frames_rendered, 0);
+    assert!(player.error().is_none());
+    let report = player.finish().unwrap();
+    assert_eq!(report.frames_rendered, 0);
+    assert_eq!(report.first_frame_ms, None);
+    assert_eq!(report.latency_ms.p50, None);
+}
+
+/// Windowed mode needs a display: runs only when `DISPLAY` is set (e.g. under `xvfb-run`).
+/// Without a sound device the audio falls back to a fakesink with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_player_when_a_display_exists() {
+    if std::env::var_os("DISPLAY").is_none() {
+        eprintln!("DISPLAY not set; skipping the windowed player test");
+        return;
+    }
+    let _heavy = heavy().await;
+    let mut src = MediaSource::start(&SourceSpec::Test, &small_settings()).unwrap();
+    let config = PlayerConfig {
+        headless: false,
+        ..Default::default()
+    };
+    let player = Player::new(src.catalog(), config).unwrap();
+    let mut packager = Packager::new(Some(VIDEO_TRACK), 2_000_000);
+    let mut video = 0u64;
+    while video < 45 {
+        let unit = next_unit(&mut src).await.unwrap();
+        if let Some(frame) = packager.pack(unit) {
+            player.push(&frame).unwrap();
+            video += u64::from(frame.track == VIDEO_TRACK);
+        }
+    }
+    src.stop();
+    let report = tokio::task::spawn_blocking(move || player.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("windowed: {report:?}");
+    assert_eq!(report.frames_received, video);
+    assert!(report.frames_rendered >= video - 2, "{report:?}");
+    assert!(report.first_frame_ms.is_some());
+}
