@@ -142,7 +142,11 @@ pub async fn play(
     status.finish();
     let local_drops = sub.dropped_frames();
     drop(sub);
-    let report = player.finish().context("finishing playback")?;
+    // finish() waits for the pipeline to drain: keep it off the async worker threads.
+    let report = tokio::task::spawn_blocking(move || player.finish())
+        .await
+        .context("the player task failed")?
+        .context("finishing playback")?;
     result?;
     let mut v = serde_json::to_value(&report)?;
     if let Some(o) = v.as_object_mut() {

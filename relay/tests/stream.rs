@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use treecast_relay::node::Node;
+use treecast_relay::node::{Node, NodeEvent};
 use treecast_relay::proto::synthetic::SyntheticSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +83,7 @@ async fn late_joiner_starts_at_the_latest_keyframe_at_once() {
 async fn throttled_child_loses_groups_while_its_sibling_loses_nothing() {
     init_tracing();
     let (origin, publisher) = origin().await;
+    let mut origin_events = origin.events();
     // 30 fps x 20 kB = 4.8 Mbit/s; the slow child reads at a quarter of that.
     let spec = SyntheticSpec {
         fps: 30,
@@ -107,9 +108,12 @@ async fn throttled_child_loses_groups_while_its_sibling_loses_nothing() {
     assert!(got.iter().enumerate().all(|(i, f)| f.seq == i as u64));
     assert_eq!(fast.stats().frames_lost, 0);
     // The origin dropped whole groups for the slow child only.
-    eventually("the origin to drop groups for the slow child", || {
-        origin.stats().child_dropped_groups > 0
-    })
+    let slow_id = slow.id();
+    wait_event(
+        &mut origin_events,
+        "a group dropped for the slow child",
+        |e| matches!(e, NodeEvent::GroupDropped { child: Some(c) } if *c == slow_id),
+    )
     .await;
     let st = origin.stats();
     eprintln!(

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::error::{PeerError, describe_connection_error};
+use super::events::NodeEvent;
 use super::hub::{Subscriber, SubscriberKind, lock};
 use super::identity::NodeId;
 use super::tls::peer_node_id;
@@ -38,10 +39,6 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
             if let Err(e) = serve(shared.clone(), conn).await {
                 match &e {
                     PeerError::Protocol { .. } | PeerError::Violation { .. } => {
-                        shared
-                            .counters
-                            .protocol_errors
-                            .fetch_add(1, Ordering::Relaxed);
                         warn!("child {e}")
                     }
                     _ => debug!("child session ended: {e}"),
@@ -56,16 +53,27 @@ fn close(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
 }
 
 /// Closes `conn` for a decode error and returns the matching error.
-fn protocol_error(conn: &quinn::Connection, addr: &str, e: DecodeError) -> PeerError {
-    close(conn, e.code(), &e.to_string());
+fn protocol_error(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    addr: &str,
+    e: DecodeError,
+) -> PeerError {
+    shared.misbehaved(conn, addr, e.code(), &e.to_string());
     PeerError::Protocol {
         addr: addr.to_string(),
         error: e,
     }
 }
 
-fn violation(conn: &quinn::Connection, addr: &str, code: ErrorCode, reason: &str) -> PeerError {
-    close(conn, code, reason);
+fn violation(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    addr: &str,
+    code: ErrorCode,
+    reason: &str,
+) -> PeerError {
+    shared.misbehaved(conn, addr, code, reason);
     PeerError::Violation {
         addr: addr.to_string(),
         code,
@@ -82,6 +90,7 @@ fn lost(addr: &str, reason: impl ToString) -> PeerError {
 
 /// Reads the next control message, enforcing the decoder bounds.
 async fn read_control(
+    shared: &Shared,
     conn: &quinn::Connection,
     addr: &str,
     recv: &mut quinn::RecvStream,
@@ -91,14 +100,14 @@ async fn read_control(
         match dec.next_message() {
             Ok(Some(m)) => return Ok(Some(m)),
             Ok(None) => {}
-            Err(e) => return Err(protocol_error(conn, addr, e)),
+            Err(e) => return Err(protocol_error(shared, conn, addr, e)),
         }
         match recv.read_chunk(16 * 1024, true).await {
             Ok(Some(chunk)) => dec.push(&chunk.bytes),
             Ok(None) => {
                 return match dec.finish() {
                     Ok(()) => Ok(None),
-                    Err(e) => Err(protocol_error(conn, addr, e)),
+                    Err(e) => Err(protocol_error(shared, conn, addr, e)),
                 };
             }
             Err(e) => return Err(lost(addr, e)),
@@ -110,6 +119,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
     let addr = conn.remote_address().to_string();
     let Some(peer) = peer_node_id(conn.peer_identity()) else {
         return Err(violation(
+            &shared,
             &conn,
             &addr,
             ErrorCode::ProtocolViolation,
@@ -122,6 +132,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         Ok(Err(e)) => return Err(lost(&addr, describe_connection_error(&e))),
         Err(_) => {
             return Err(violation(
+                &shared,
                 &conn,
                 &addr,
                 ErrorCode::Timeout,
@@ -130,12 +141,16 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         }
     };
     let mut dec = ControlDecoder::new(&shared.config.limits);
-    let first =
-        tokio::time::timeout(timeout, read_control(&conn, &addr, &mut recv, &mut dec)).await;
+    let first = tokio::time::timeout(
+        timeout,
+        read_control(&shared, &conn, &addr, &mut recv, &mut dec),
+    )
+    .await;
     let resume = match first {
         Ok(Ok(Some(ControlMessage::Subscribe { resume }))) => resume,
         Ok(Ok(Some(other))) => {
             return Err(violation(
+                &shared,
                 &conn,
                 &addr,
                 ErrorCode::ProtocolViolation,
@@ -146,6 +161,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(violation(
+                &shared,
                 &conn,
                 &addr,
                 ErrorCode::Timeout,
@@ -185,11 +201,15 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
 
     let sub = subscribe_child(&shared, peer, &resume);
     info!(child = %peer.short(), %addr, "child attached");
+    shared.emit(NodeEvent::ChildAttached {
+        child: peer,
+        addr: conn.remote_address(),
+    });
 
     let result = tokio::select! {
         r = send_loop(&shared, &conn, &sub) => r,
-        r = control_loop(&conn, &addr, &mut recv, &mut dec) => r,
-        r = refuse_uni_streams(&conn, &addr) => r,
+        r = control_loop(&shared, &conn, &addr, &mut recv, &mut dec) => r,
+        r = refuse_uni_streams(&shared, &conn, &addr) => r,
     };
     let removed = lock(&shared.hub).unsubscribe(sub.id);
     if let Some(s) = removed {
@@ -204,6 +224,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
             .fetch_add(d.groups, Ordering::Relaxed);
     }
     info!(child = %peer.short(), %addr, "child detached");
+    shared.emit(NodeEvent::ChildDetached { child: peer });
     result
 }
 
@@ -227,34 +248,37 @@ fn message_name(m: &ControlMessage) -> &'static str {
 
 /// Reads control messages after the subscription: a goodbye ends the session in order.
 async fn control_loop(
+    shared: &Shared,
     conn: &quinn::Connection,
     addr: &str,
     recv: &mut quinn::RecvStream,
     dec: &mut ControlDecoder,
 ) -> Result<(), PeerError> {
-    loop {
-        match read_control(conn, addr, recv, dec).await? {
-            Some(ControlMessage::Goodbye) | None => {
-                close(conn, ErrorCode::NoError, "goodbye");
-                return Ok(());
-            }
-            Some(other) => {
-                return Err(violation(
-                    conn,
-                    addr,
-                    ErrorCode::ProtocolViolation,
-                    &format!("unexpected {} from a child", message_name(&other)),
-                ));
-            }
+    match read_control(shared, conn, addr, recv, dec).await? {
+        Some(ControlMessage::Goodbye) | None => {
+            close(conn, ErrorCode::NoError, "goodbye");
+            Ok(())
         }
+        Some(other) => Err(violation(
+            shared,
+            conn,
+            addr,
+            ErrorCode::ProtocolViolation,
+            &format!("unexpected {} from a child", message_name(&other)),
+        )),
     }
 }
 
 /// Children never open unidirectional streams (transport limits say 0, so this only
 /// triggers against a peer that ignores them).
-async fn refuse_uni_streams(conn: &quinn::Connection, addr: &str) -> Result<(), PeerError> {
+async fn refuse_uni_streams(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    addr: &str,
+) -> Result<(), PeerError> {
     match conn.accept_uni().await {
         Ok(_) => Err(violation(
+            shared,
             conn,
             addr,
             ErrorCode::UnexpectedStream,

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
+use super::events::NodeEvent;
 use super::identity::NodeId;
 use crate::proto::cache::{Admit, GroupCache};
 use crate::proto::control::ResumePoint;
@@ -64,7 +65,8 @@ impl Subscriber {
         }
     }
 
-    fn push(&self, now: Instant, frame: Frame) {
+    /// Queues a frame; true if the queue had to drop a group.
+    fn push(&self, now: Instant, frame: Frame) -> bool {
         let grew = {
             let mut q = lock(&self.queue);
             let before = q.drops().groups;
@@ -75,6 +77,7 @@ impl Subscriber {
         if grew {
             self.dropped.notify_one();
         }
+        grew
     }
 
     /// The next frame, waiting for one; `None` once closed and drained.
@@ -130,7 +133,13 @@ impl Hub {
 
     /// Takes in a frame: into the cache and every subscriber's queue. Returns what the
     /// cache made of it.
-    pub fn ingest(&mut self, now: Instant, frame: Frame, counters: &Counters) -> Admit {
+    pub fn ingest(
+        &mut self,
+        now: Instant,
+        frame: Frame,
+        counters: &Counters,
+        events: &broadcast::Sender<NodeEvent>,
+    ) -> Admit {
         let admit = self.cache.admit(&frame);
         match admit {
             Admit::Late => {
@@ -139,7 +148,13 @@ impl Hub {
             Admit::Accepted { lost } => {
                 counters.frames_lost.fetch_add(lost, Ordering::Relaxed);
                 for s in self.subscribers.values() {
-                    s.push(now, frame.clone());
+                    if s.push(now, frame.clone()) {
+                        let child = match s.kind {
+                            SubscriberKind::Child(id) => Some(id),
+                            SubscriberKind::Local => None,
+                        };
+                        let _ = events.send(NodeEvent::GroupDropped { child });
+                    }
                 }
             }
         }
@@ -158,7 +173,7 @@ impl Hub {
         self.next_id += 1;
         let s = Arc::new(Subscriber::new(id, kind, limits));
         for f in self.cache.start_frames(resume) {
-            s.push(now, f);
+            let _ = s.push(now, f);
         }
         self.subscribers.insert(id, s.clone());
         s

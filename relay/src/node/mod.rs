@@ -24,6 +24,7 @@ mod addr;
 mod child;
 mod endpoint;
 mod error;
+mod events;
 mod hub;
 mod identity;
 mod throttle;
@@ -35,11 +36,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::info;
 
 pub use addr::{AddrError, PeerAddr};
 pub use error::{NodeError, PeerError, describe_connection_error};
+pub use events::NodeEvent;
 pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
 
 use crate::proto::cache::Admit;
@@ -144,12 +146,31 @@ pub(crate) struct Shared {
     pub parent_conn: Mutex<Option<(PeerAddr, quinn::Connection)>>,
     pub shutdown: watch::Sender<bool>,
     pub throttle: Option<Throttle>,
+    pub events: broadcast::Sender<NodeEvent>,
 }
 
 impl Shared {
+    pub fn emit(&self, event: NodeEvent) {
+        // No receiver is fine: events are for whoever listens.
+        let _ = self.events.send(event);
+    }
+
+    /// Records that a peer broke the protocol and closes its connection with `code`.
+    pub fn misbehaved(&self, conn: &quinn::Connection, addr: &str, code: ErrorCode, reason: &str) {
+        self.counters
+            .protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.emit(NodeEvent::PeerMisbehaved {
+            addr: addr.to_string(),
+            code,
+            reason: reason.to_string(),
+        });
+        conn.close(code.value().into(), reason.as_bytes());
+    }
+
     pub fn ingest(&self, frame: Frame) -> Admit {
         let bytes = frame.payload.len() as u64;
-        let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters);
+        let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters, &self.events);
         if let Admit::Accepted { .. } = admit {
             self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
@@ -190,6 +211,7 @@ impl Node {
             parent_conn: Mutex::new(None),
             shutdown,
             throttle,
+            events: broadcast::channel(1024).0,
             config,
         });
         tokio::spawn(child::accept_loop(shared.clone(), endpoint.clone()));
@@ -248,6 +270,11 @@ impl Node {
         Publisher {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Significant events from now on (joins, losses, misbehaving peers, drops).
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
     }
 
     /// The broadcast's catalog, once known.

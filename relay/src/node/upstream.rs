@@ -12,6 +12,7 @@ use super::Shared;
 use super::addr::PeerAddr;
 use super::endpoint;
 use super::error::{PeerError, describe_connection_error};
+use super::events::NodeEvent;
 use super::hub::lock;
 use crate::proto::control::{ControlDecoder, ControlMessage};
 use crate::proto::group::{GroupDecoder, GroupHeader};
@@ -87,7 +88,7 @@ pub(crate) async fn connect(
             match dec.next_message() {
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => {}
-                Err(e) => return Err(protocol(&conn, parent, e)),
+                Err(e) => return Err(protocol(shared, &conn, parent, e)),
             }
             match recv.read_chunk(16 * 1024, true).await {
                 Ok(Some(c)) => dec.push(&c.bytes),
@@ -116,9 +117,11 @@ pub(crate) async fn connect(
         }
         other => {
             let reason = format!("expected catalog, got {other:?}");
-            conn.close(
-                ErrorCode::ProtocolViolation.value().into(),
-                reason.as_bytes(),
+            shared.misbehaved(
+                &conn,
+                &parent.to_string(),
+                ErrorCode::ProtocolViolation,
+                &reason,
             );
             return Err(PeerError::Violation {
                 addr: parent.to_string(),
@@ -129,6 +132,9 @@ pub(crate) async fn connect(
     }
     info!(parent = %parent, rtt_ms = conn.rtt().as_millis() as u64, "attached to parent");
     *lock(&shared.parent_conn) = Some((parent.clone(), conn.clone()));
+    shared.emit(NodeEvent::ParentAttached {
+        parent: parent.clone(),
+    });
     Ok(Session {
         conn,
         _control: (send, recv),
@@ -145,8 +151,13 @@ fn refused(parent: &PeerAddr, code: u64, reason: &[u8]) -> PeerError {
     }
 }
 
-fn protocol(conn: &quinn::Connection, parent: &PeerAddr, e: DecodeError) -> PeerError {
-    conn.close(e.code().value().into(), e.to_string().as_bytes());
+fn protocol(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    parent: &PeerAddr,
+    e: DecodeError,
+) -> PeerError {
+    shared.misbehaved(conn, &parent.to_string(), e.code(), &e.to_string());
     PeerError::Protocol {
         addr: parent.to_string(),
         error: e,
@@ -175,15 +186,27 @@ pub(crate) async fn run(
                 return;
             }
             match r {
-                Ok(()) => info!(parent = %parent, "parent ended the session"),
-                Err(e @ (PeerError::Protocol { .. } | PeerError::Violation { .. })) => {
-                    shared
-                        .counters
-                        .protocol_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    warn!("parent {e}");
+                Ok(()) => {
+                    info!(parent = %parent, "parent ended the session");
+                    shared.emit(NodeEvent::ParentLost {
+                        parent: parent.clone(),
+                        reason: "parent left".into(),
+                    });
                 }
-                Err(e) => warn!("{e}"),
+                Err(e @ (PeerError::Protocol { .. } | PeerError::Violation { .. })) => {
+                    warn!("parent {e}");
+                    shared.emit(NodeEvent::ParentLost {
+                        parent: parent.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    shared.emit(NodeEvent::ParentLost {
+                        parent: parent.clone(),
+                        reason: e.to_string(),
+                    });
+                }
             }
         }
         if shared.is_shutting_down() {
@@ -244,10 +267,10 @@ async fn receive(
         let header = match header {
             Ok(Ok(Some(h))) => h,
             Ok(Ok(None)) => continue, // reset before its header: nothing to do
-            Ok(Err(e)) => return Err(protocol(conn, parent, e)),
+            Ok(Err(e)) => return Err(protocol(shared, conn, parent, e)),
             Err(_) => {
                 let reason = "media stream header not sent in time";
-                conn.close(ErrorCode::Timeout.value().into(), reason.as_bytes());
+                shared.misbehaved(conn, &parent.to_string(), ErrorCode::Timeout, reason);
                 return Err(PeerError::Violation {
                     addr: parent.to_string(),
                     code: ErrorCode::Timeout,
@@ -287,7 +310,7 @@ async fn receive(
             }
             drop(o);
             if let Err(e) = r {
-                let _ = err_tx.try_send(protocol(&conn, &parent, e));
+                let _ = err_tx.try_send(protocol(&shared, &conn, &parent, e));
             }
         });
     }

@@ -121,10 +121,7 @@ impl StreamOrderer {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        loop {
-            let Some(mut first) = t.groups.first_entry() else {
-                break;
-            };
+        while let Some(mut first) = t.groups.first_entry() {
             for f in first.get_mut().frames.drain(..) {
                 self.buffered_bytes -= f.queued_size();
                 out.push(f);

@@ -99,7 +99,7 @@ impl SyntheticSpec {
             pts,
             dts: pts,
             duration: self.interval_us() as u32,
-            keyframe: index % u64::from(self.group_len.max(1)) == 0,
+            keyframe: index.is_multiple_of(u64::from(self.group_len.max(1))),
             capture_us,
             payload: Bytes::from(payload),
         }

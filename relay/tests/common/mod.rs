@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use treecast_relay::node::{Identity, LocalSubscription, Node, NodeConfig, PeerAddr, Publisher};
+use treecast_relay::node::{
+    Identity, LocalSubscription, Node, NodeConfig, NodeEvent, PeerAddr, Publisher,
+};
 use treecast_relay::proto::media::{Frame, Packager, VIDEO_TRACK};
 use treecast_relay::proto::synthetic::SyntheticSpec;
 
@@ -87,14 +89,21 @@ pub async fn take(sub: &LocalSubscription, n: usize) -> Vec<Frame> {
     v
 }
 
-/// Waits until `cond` holds, polling node state (state changes have no event to await).
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits for an event matching `pred`, or panics after `WAIT`.
+pub async fn wait_event(
+    rx: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    what: &str,
+    mut pred: impl FnMut(&NodeEvent) -> bool,
+) -> NodeEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended while waiting for {what}: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }

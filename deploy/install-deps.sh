@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what treecast needs on Debian 12 / Ubuntu 22.04+: GStreamer 1.22 with the
+# plugins the origin and player use, libopus, and the tools the tests use.
+# Re-runs itself with sudo when not root. Rust (cargo, 1.95+) must already be installed.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo -E "$0" "$@"
+    fi
+    echo "error: run as root (or install sudo): apt-get needs it" >&2
+    exit 1
+fi
+
+PACKAGES=(
+    pkg-config g++
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+    gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
+    gstreamer1.0-plugins-base-apps
+    libopus-dev
+    xvfb xauth
+)
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+echo "treecast dependencies installed"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "note: cargo not found: install Rust 1.95 or newer (https://rustup.rs) before building" >&2
+fi
