@@ -11,7 +11,7 @@
 //!    latency added per relay hop (p50/p99).
 //!
 //! Each figure is the median of `BENCH_RUNS` runs (default 3) of a `BENCH_SECS` steady
-//! window (default 20) after a 3 s warm-up. Results go to `TREECAST_BENCH_OUT` (default
+//! window (default 20) after a 3 s warm-up. `BENCH_FRAME_BYTES` changes the bitrate. Results go to `TREECAST_BENCH_OUT` (default
 //! `target/bench-results/relay_egress.json`).
 //!
 //! Run: `cargo bench --bench relay_egress` (quick look: `BENCH_SECS=5 BENCH_RUNS=1`).
@@ -313,7 +313,10 @@ fn main() {
             .status();
     }
     let tck = clk_tck();
-    let spec = SyntheticSpec::default();
+    let spec = SyntheticSpec {
+        frame_size: env_num("BENCH_FRAME_BYTES", 8333) as usize,
+        ..SyntheticSpec::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

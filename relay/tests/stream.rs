@@ -145,3 +145,31 @@ async fn throttled_child_loses_groups_while_its_sibling_loses_nothing() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_parent_refuses_with_a_clear_reason_and_keeps_its_child() {
+    init_tracing();
+    let mut cfg = config(None);
+    cfg.max_children = 1;
+    let origin = Node::start(cfg).await.expect("origin");
+    let publisher = origin.publish(SyntheticSpec::default().catalog("test"));
+    let first = relay(&origin).await;
+    let sub = first.subscribe_local();
+    let e = Node::start(config(Some(origin.addr())))
+        .await
+        .expect_err("no free slot");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("parent_full") && msg.contains("all 1 child slots"),
+        "{msg}"
+    );
+    let mut src = Source::new(SyntheticSpec {
+        fps: 30,
+        frame_size: 100,
+        group_len: 10,
+    });
+    publisher.send(src.next_frame());
+    assert_eq!(take(&sub, 1).await[0].seq, 0);
+    first.shutdown().await;
+    origin.shutdown().await;
+}

@@ -173,16 +173,17 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
     // Admission: capacity.
     let full = lock(&shared.hub).child_count() >= shared.config.max_children;
     if full {
+        let reason = format!(
+            "all {} child slots of this node are taken",
+            shared.config.max_children
+        );
         let msg = ControlMessage::Refuse {
             code: ErrorCode::ParentFull.value(),
-            reason: format!(
-                "this node serves at most {} children",
-                shared.config.max_children
-            ),
+            reason: reason.clone(),
         };
         let _ = send.write_all(&msg.to_bytes()).await;
         let _ = send.finish();
-        close(&conn, ErrorCode::ParentFull, "no free child slot");
+        close(&conn, ErrorCode::ParentFull, &reason);
         return Ok(());
     }
 
