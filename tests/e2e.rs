@@ -12,6 +12,10 @@ use treecast_relay::proto::media::{AUDIO_TRACK, Packager, VIDEO_TRACK};
 const MEDIA: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The media tests encode and decode video in real time: on a 2-core machine, running
+/// them side by side starves the renderer and shows up as stalls. One at a time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn node(parent: Option<PeerAddr>) -> Node {
     let mut cfg = NodeConfig::new(
         Identity::generate().unwrap(),
@@ -67,6 +71,7 @@ async fn origin() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_source_through_three_relays_plays_every_frame() {
+    let _heavy = HEAVY.lock().await;
     let (origin, pump, go) = origin().await;
     let r1 = node(Some(origin.addr())).await;
     let r2 = node(Some(r1.addr())).await;
@@ -142,6 +147,7 @@ async fn test_source_through_three_relays_plays_every_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_joining_a_running_stream_starts_at_a_keyframe_at_once() {
+    let _heavy = HEAVY.lock().await;
     let (origin, pump, go) = origin().await;
     let _ = go.send(());
     let relay = node(Some(origin.addr())).await;

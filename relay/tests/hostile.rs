@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
@@ -13,6 +12,7 @@ use treecast_relay::node::{Identity, Node, PeerAddr, tls};
 use treecast_relay::proto::control::ControlMessage;
 use treecast_relay::proto::group::{GroupHeader, encode_frame_header};
 use treecast_relay::proto::synthetic::SyntheticSpec;
+use treecast_relay::proto::tree_msg::TreeInfo;
 use treecast_relay::proto::{ALPN, ErrorCode, varint};
 
 async fn raw_connect(
@@ -157,7 +157,12 @@ async fn subscribing_twice_is_a_protocol_violation() {
     let sub = s.good.subscribe_local();
     let conn = raw_connect(&s.relay.addr(), ALPN).await.expect("handshake");
     let (mut send, _recv) = conn.open_bi().await.unwrap();
-    let m = ControlMessage::Subscribe { resume: vec![] }.to_bytes();
+    let m = ControlMessage::Subscribe {
+        resume: vec![],
+        capacity: 0,
+        replaces: None,
+    }
+    .to_bytes();
     send.write_all(&m).await.unwrap();
     send.write_all(&m).await.unwrap();
     let e = conn.closed().await;
@@ -169,6 +174,19 @@ async fn subscribing_twice_is_a_protocol_violation() {
 /// A fake parent that serves a catalog and then whatever bytes the test wants on one
 /// group stream; returns how the relay closed the connection.
 async fn hostile_parent(group_stream: Vec<u8>) -> (Option<ErrorCode>, Node) {
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let _ = go_tx.send(());
+    let (task, relay) = hostile_parent_on_signal(group_stream, go_rx).await;
+    let code = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    (code, relay)
+}
+
+/// Like [`hostile_parent`], but the bad stream is sent only when `go` fires; returns the
+/// task that yields the close code.
+async fn hostile_parent_on_signal(
+    group_stream: Vec<u8>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> (tokio::task::JoinHandle<Option<ErrorCode>>, Node) {
     init_tracing();
     let me = Identity::generate().unwrap();
     let tls_cfg = tls::server_config(&me).unwrap();
@@ -176,6 +194,7 @@ async fn hostile_parent(group_stream: Vec<u8>) -> (Option<ErrorCode>, Node) {
         quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls_cfg).unwrap()));
     let ep = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = PeerAddr::new(me.id(), ep.local_addr().unwrap());
+    let me_id = me.id();
     let server_task = tokio::spawn(async move {
         let conn = ep.accept().await.unwrap().await.unwrap();
         let (mut send, mut recv) = conn.accept_bi().await.unwrap();
@@ -186,20 +205,26 @@ async fn hostile_parent(group_stream: Vec<u8>) -> (Option<ErrorCode>, Node) {
         )
         .await
         .unwrap();
+        let tree = TreeInfo {
+            rooted: true,
+            path: vec![me_id],
+            backups: vec![],
+        };
+        send.write_all(&ControlMessage::Tree(tree).to_bytes())
+            .await
+            .unwrap();
+        let _ = go.await;
         let mut uni = conn.open_uni().await.unwrap();
         uni.write_all(&group_stream).await.unwrap();
         uni.finish().unwrap();
         let e = conn.closed().await;
-        (close_code(&e), conn, ep)
+        drop(ep);
+        close_code(&e)
     });
     let relay = Node::start(config(Some(addr)))
         .await
         .expect("attaches to the fake parent");
-    let (code, _conn, _ep) = tokio::time::timeout(WAIT, server_task)
-        .await
-        .unwrap()
-        .unwrap();
-    (code, relay)
+    (server_task, relay)
 }
 
 fn valid_frame_then(tail: &[u8]) -> Vec<u8> {
@@ -232,22 +257,24 @@ async fn truncated_frame_from_a_parent_is_named_and_the_relay_keeps_its_children
     let _ = src.next_frame();
     let f = src.next_frame();
     let header = encode_frame_header(&f);
-    let (code, relay) = hostile_parent(valid_frame_then(&header[..header.len()])).await;
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let (task, relay) =
+        hostile_parent_on_signal(valid_frame_then(&header[..header.len()]), go_rx).await;
+    // The relay's child attaches while the parent still behaves.
+    let child = common::relay(&relay).await;
+    let sub = child.subscribe_local();
+    let _ = go_tx.send(());
+    let code = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert_eq!(code, Some(ErrorCode::Truncated));
     // Counted before the connection was closed, so already visible.
     assert_eq!(relay.stats().protocol_errors, 1);
-    // The valid frame before the truncated one was taken in.
+    // The valid frame before the truncated one was taken in and forwarded.
     assert_eq!(relay.stats().frames_received, 1);
-    // The relay still accepts and serves children from its cache.
-    let child = common::relay(&relay).await;
-    let sub = child.subscribe_local();
     let got = take(&sub, 1).await;
     assert_eq!(got[0].seq, 0);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), sub.next())
-            .await
-            .is_err()
-    );
+    // The child is still attached to the relay (which now looks for a new parent).
+    assert_eq!(child.parent().map(|p| p.id), Some(relay.id()));
+    assert_eq!(relay.stats().children, 1);
     child.shutdown().await;
     relay.shutdown().await;
 }

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use bytes::BytesMut;
 use tracing::{debug, info, warn};
@@ -18,9 +20,12 @@ use super::events::NodeEvent;
 use super::hub::{Subscriber, SubscriberKind, lock};
 use super::identity::NodeId;
 use super::tls::peer_node_id;
+use crate::proto::addr::PeerAddr;
 use crate::proto::control::{ControlDecoder, ControlMessage, ResumePoint};
 use crate::proto::group::{GroupHeader, encode_frame_header};
 use crate::proto::media::{Frame, TrackId};
+use crate::proto::overlay::Refusal;
+use crate::proto::tree_msg::TreeInfo;
 use crate::proto::{DecodeError, ErrorCode};
 
 /// Accepts children until the endpoint closes.
@@ -115,6 +120,9 @@ async fn read_control(
     }
 }
 
+/// How long a connection may stay idle between probe and subscription.
+const PROBE_GRACE: Duration = Duration::from_secs(10);
+
 async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerError> {
     let addr = conn.remote_address().to_string();
     let Some(peer) = peer_node_id(conn.peer_identity()) else {
@@ -126,92 +134,192 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
             "no node identity",
         ));
     };
+    let peer_addr = PeerAddr::new(peer, conn.remote_address());
     let timeout = shared.config.peer_timeout;
-    let (mut send, mut recv) = match tokio::time::timeout(timeout, conn.accept_bi()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(lost(&addr, describe_connection_error(&e))),
-        Err(_) => {
-            return Err(violation(
-                &shared,
-                &conn,
-                &addr,
-                ErrorCode::Timeout,
-                "no control stream opened in time",
-            ));
+    // Probes (any number), then at most one subscription.
+    let (mut send, mut recv, mut dec, capacity, resume, replaces) = loop {
+        let (mut send, mut recv) = match tokio::time::timeout(PROBE_GRACE, conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(lost(&addr, describe_connection_error(&e))),
+            Err(_) => {
+                close(&conn, ErrorCode::NoError, "idle");
+                return Ok(());
+            }
+        };
+        let mut dec = ControlDecoder::new(&shared.config.limits);
+        let first = tokio::time::timeout(
+            timeout,
+            read_control(&shared, &conn, &addr, &mut recv, &mut dec),
+        )
+        .await;
+        match first {
+            Ok(Ok(Some(ControlMessage::Probe))) => {
+                let (rooted, depth, free, capacity, candidates) =
+                    lock(&shared.overlay).probe_reply();
+                let reply = ControlMessage::ProbeReply {
+                    rooted,
+                    depth,
+                    free,
+                    capacity,
+                    candidates,
+                };
+                let _ = send.write_all(&reply.to_bytes()).await;
+                let _ = send.finish();
+            }
+            Ok(Ok(Some(ControlMessage::Subscribe {
+                resume,
+                capacity,
+                replaces,
+            }))) => break (send, recv, dec, capacity, resume, replaces),
+            Ok(Ok(Some(other))) => {
+                return Err(violation(
+                    &shared,
+                    &conn,
+                    &addr,
+                    ErrorCode::ProtocolViolation,
+                    &format!("expected probe or subscribe, got {}", message_name(&other)),
+                ));
+            }
+            Ok(Ok(None)) => return Err(lost(&addr, "control stream closed before subscribing")),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(violation(
+                    &shared,
+                    &conn,
+                    &addr,
+                    ErrorCode::Timeout,
+                    "no request in time",
+                ));
+            }
         }
     };
-    let mut dec = ControlDecoder::new(&shared.config.limits);
-    let first = tokio::time::timeout(
-        timeout,
-        read_control(&shared, &conn, &addr, &mut recv, &mut dec),
+
+    // Admission: the overlay decides (capacity, rootedness, loops).
+    let admitted =
+        lock(&shared.overlay).handle_child_request(Instant::now(), &peer_addr, capacity, replaces);
+    shared.kick.notify_one();
+    let info = match admitted {
+        Ok(info) => info,
+        Err(refused) => {
+            let (code, reason) = refusal_text(&shared, &refused.why);
+            let msg = ControlMessage::Refuse {
+                code: code.value(),
+                reason: reason.clone(),
+                redirect: refused.redirect,
+            };
+            let _ = send.write_all(&msg.to_bytes()).await;
+            let _ = send.finish();
+            // Let the refusal arrive before the close.
+            let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+            close(&conn, code, &reason);
+            return Ok(());
+        }
+    };
+
+    let result = serve_child(
+        &shared, &conn, &addr, peer, info, resume, &mut send, &mut recv, &mut dec,
     )
     .await;
-    let resume = match first {
-        Ok(Ok(Some(ControlMessage::Subscribe { resume }))) => resume,
-        Ok(Ok(Some(other))) => {
-            return Err(violation(
-                &shared,
-                &conn,
-                &addr,
-                ErrorCode::ProtocolViolation,
-                &format!("expected subscribe, got {}", message_name(&other)),
-            ));
-        }
-        Ok(Ok(None)) => return Err(lost(&addr, "control stream closed before subscribing")),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(violation(
-                &shared,
-                &conn,
-                &addr,
-                ErrorCode::Timeout,
-                "no subscription in time",
-            ));
-        }
-    };
+    lock(&shared.overlay).handle_child_gone(&peer);
+    shared.kick.notify_one();
+    result
+}
 
-    // Admission: capacity.
-    let full = lock(&shared.hub).child_count() >= shared.config.max_children;
-    if full {
-        let reason = format!(
-            "all {} child slots of this node are taken",
-            shared.config.max_children
-        );
-        let msg = ControlMessage::Refuse {
-            code: ErrorCode::ParentFull.value(),
-            reason: reason.clone(),
-        };
-        let _ = send.write_all(&msg.to_bytes()).await;
-        let _ = send.finish();
-        close(&conn, ErrorCode::ParentFull, &reason);
-        return Ok(());
+fn refusal_text(shared: &Shared, why: &Refusal) -> (ErrorCode, String) {
+    match why {
+        Refusal::Full => (
+            ErrorCode::ParentFull,
+            format!(
+                "all {} child slots of this node are taken (or kept for nodes that relay)",
+                shared.config.max_children
+            ),
+        ),
+        Refusal::NotRooted => (
+            ErrorCode::NotRooted,
+            "this node is not connected to the origin right now".into(),
+        ),
+        Refusal::WouldLoop => (
+            ErrorCode::WouldLoop,
+            "you are an ancestor of this node".into(),
+        ),
+        Refusal::Leaving => (ErrorCode::GoingAway, "this node is leaving".into()),
     }
+}
 
-    // The catalog first (waiting for it if this relay has not received it yet).
+#[allow(clippy::too_many_arguments)]
+async fn serve_child(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    addr: &str,
+    peer: NodeId,
+    info: TreeInfo,
+    resume: Vec<ResumePoint>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    dec: &mut ControlDecoder,
+) -> Result<(), PeerError> {
+    // The catalog first (a rooted node has it), then the child's place in the tree.
     let mut cat = shared.catalog.subscribe();
     let catalog = tokio::select! {
-        c = cat.wait_for(|c| c.is_some()) => match c {
-            Ok(c) => c.clone().unwrap_or_default(),
+        c = async { cat.wait_for(|c| c.is_some()).await.map(|c| c.clone()) } => match c {
+            Ok(c) => c.unwrap_or_default(),
             Err(_) => return Ok(()),
         },
-        e = conn.closed() => return Err(lost(&addr, describe_connection_error(&e))),
+        e = conn.closed() => return Err(lost(addr, describe_connection_error(&e))),
     };
     let mut out = BytesMut::new();
     ControlMessage::Catalog(catalog).encode(&mut out);
-    send.write_all(&out).await.map_err(|e| lost(&addr, e))?;
+    ControlMessage::Tree(info).encode(&mut out);
+    send.write_all(&out).await.map_err(|e| lost(addr, e))?;
 
-    let sub = subscribe_child(&shared, peer, &resume);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMessage>(64);
+    lock(&shared.child_ctl).insert(peer, ctl_tx.clone());
+    let sub = subscribe_child(shared, peer, &resume);
     info!(child = %peer.short(), %addr, "child attached");
     shared.emit(NodeEvent::ChildAttached {
         child: peer,
         addr: conn.remote_address(),
     });
 
-    let result = tokio::select! {
-        r = send_loop(&shared, &conn, &sub) => r,
-        r = control_loop(&shared, &conn, &addr, &mut recv, &mut dec) => r,
-        r = refuse_uni_streams(&shared, &conn, &addr) => r,
+    let control = async {
+        loop {
+            tokio::select! {
+                m = read_control(shared, conn, addr, recv, dec) => match m? {
+                    Some(ControlMessage::Status { free, subtree, room }) => {
+                        lock(&shared.overlay).handle_child_status(&peer, free, subtree, room);
+                        shared.kick.notify_one();
+                    }
+                    Some(ControlMessage::Goodbye { .. }) | None => {
+                        close(conn, ErrorCode::NoError, "goodbye");
+                        return Ok(());
+                    }
+                    Some(other) => {
+                        return Err(violation(
+                            shared,
+                            conn,
+                            addr,
+                            ErrorCode::ProtocolViolation,
+                            &format!("unexpected {} from a child", message_name(&other)),
+                        ));
+                    }
+                },
+                Some(msg) = ctl_rx.recv() => {
+                    send.write_all(&msg.to_bytes()).await.map_err(|e| lost(addr, e))?;
+                }
+            }
+        }
     };
+    let result = tokio::select! {
+        r = send_loop(shared, conn, &sub) => r,
+        r = control => r,
+        r = refuse_uni_streams(shared, conn, addr) => r,
+    };
+    {
+        let mut ctl = lock(&shared.child_ctl);
+        if ctl.get(&peer).is_some_and(|tx| tx.same_channel(&ctl_tx)) {
+            ctl.remove(&peer);
+        }
+    }
     let removed = lock(&shared.hub).unsubscribe(sub.id);
     if let Some(s) = removed {
         let d = s.drops();
@@ -243,30 +351,11 @@ fn message_name(m: &ControlMessage) -> &'static str {
         ControlMessage::Subscribe { .. } => "subscribe",
         ControlMessage::Catalog(_) => "catalog",
         ControlMessage::Refuse { .. } => "refuse",
-        ControlMessage::Goodbye => "goodbye",
-    }
-}
-
-/// Reads control messages after the subscription: a goodbye ends the session in order.
-async fn control_loop(
-    shared: &Shared,
-    conn: &quinn::Connection,
-    addr: &str,
-    recv: &mut quinn::RecvStream,
-    dec: &mut ControlDecoder,
-) -> Result<(), PeerError> {
-    match read_control(shared, conn, addr, recv, dec).await? {
-        Some(ControlMessage::Goodbye) | None => {
-            close(conn, ErrorCode::NoError, "goodbye");
-            Ok(())
-        }
-        Some(other) => Err(violation(
-            shared,
-            conn,
-            addr,
-            ErrorCode::ProtocolViolation,
-            &format!("unexpected {} from a child", message_name(&other)),
-        )),
+        ControlMessage::Goodbye { .. } => "goodbye",
+        ControlMessage::Probe => "probe",
+        ControlMessage::ProbeReply { .. } => "probe reply",
+        ControlMessage::Tree(_) => "tree",
+        ControlMessage::Status { .. } => "status",
     }
 }
 

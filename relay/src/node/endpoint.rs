@@ -53,10 +53,19 @@ pub fn bind(cfg: &NodeConfig) -> Result<quinn::Endpoint, NodeError> {
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsConfigError(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server.transport_config(Arc::new(child_facing_transport(cfg)));
-    quinn::Endpoint::server(server, cfg.listen).map_err(|cause| NodeError::Bind {
+    let bind_err = |cause| NodeError::Bind {
         addr: cfg.listen,
         cause,
-    })
+    };
+    match &cfg.link_model {
+        Some(model) => {
+            let socket = super::netem::EmulatedSocket::bind(cfg.listen, model.clone(), cfg.seed)
+                .map_err(bind_err)?;
+            super::netem::endpoint(quinn::EndpointConfig::default(), Some(server), socket)
+                .map_err(bind_err)
+        }
+        None => quinn::Endpoint::server(server, cfg.listen).map_err(bind_err),
+    }
 }
 
 /// Client settings for connecting to `expected` with ALPN `alpn`.

@@ -29,6 +29,9 @@ pub enum NodeError {
     /// The parent could not be used.
     #[error(transparent)]
     Parent(#[from] PeerError),
+    /// No place in the tree was found in time.
+    #[error("could not join the tree within {0:?}: no node with a free slot answered")]
+    JoinTimeout(std::time::Duration),
 }
 
 /// Errors talking to one peer. The node survives every one of them.

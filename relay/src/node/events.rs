@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use super::addr::PeerAddr;
 use super::identity::NodeId;
 use crate::proto::ErrorCode;
+use crate::proto::overlay::OverlayEvent;
 
 /// A significant event in a node's life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub enum NodeEvent {
         /// What it did.
         reason: String,
     },
+    /// The overlay joined, repaired, moved, found a loop or handed its children over.
+    Overlay(OverlayEvent),
     /// A subscriber fell behind and its queue dropped a whole group.
     GroupDropped {
         /// The child, or `None` for the local player.

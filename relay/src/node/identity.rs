@@ -1,16 +1,14 @@
-//! Node identities: a long-lived ed25519 key per node, named by its public key.
-//!
-//! A [`NodeId`] is the 32-byte ed25519 public key, written as 52 lowercase base32
-//! characters. It is what peers pin when they connect: a node is only accepted as the
+//! Node identities: a long-lived ed25519 key per node, named by its public key
+//! ([`NodeId`]). It is what peers pin when they connect: a node is only accepted as the
 //! parent a child asked for if its TLS certificate carries exactly that key.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use data_encoding::BASE32_NOPAD;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
+
+pub use crate::proto::id::{NodeId, ParseNodeIdError};
 
 /// Errors loading, creating or using an identity.
 #[derive(Debug, Error)]
@@ -34,57 +32,6 @@ pub enum IdentityError {
     /// Generating the key or certificate failed.
     #[error("cannot create identity: {0}")]
     Generate(String),
-}
-
-/// A node's public identity: its ed25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId([u8; 32]);
-
-impl NodeId {
-    /// The raw public key.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// From a raw public key.
-    pub fn from_bytes(b: [u8; 32]) -> Self {
-        NodeId(b)
-    }
-
-    /// The first 8 characters, for logs.
-    pub fn short(&self) -> String {
-        self.to_string()[..8].to_string()
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({})", self.short())
-    }
-}
-
-/// Why a node id string is not valid.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid node id {0:?}: expected the 52-character base32 key a node prints at start")]
-pub struct ParseNodeIdError(pub String);
-
-impl FromStr for NodeId {
-    type Err = ParseNodeIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = BASE32_NOPAD
-            .decode(s.to_ascii_uppercase().as_bytes())
-            .map_err(|_| ParseNodeIdError(s.to_string()))?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| ParseNodeIdError(s.to_string()))?;
-        Ok(NodeId(arr))
-    }
 }
 
 /// A node's secret identity: the ed25519 key and a self-signed certificate for it.
@@ -186,7 +133,7 @@ impl Identity {
             .self_signed(&kp)
             .map_err(|e| IdentityError::Generate(e.to_string()))?;
         Ok(Identity {
-            id: NodeId(raw),
+            id: NodeId::from_bytes(raw),
             pkcs8: kp.serialize_der(),
             cert: cert.der().clone(),
         })

@@ -22,21 +22,25 @@
 
 mod addr;
 mod child;
+mod driver;
 mod endpoint;
 mod error;
 mod events;
 mod hub;
 mod identity;
+pub mod netem;
+mod probe;
 mod throttle;
 pub mod tls;
 mod upstream;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::info;
 
 pub use addr::{AddrError, PeerAddr};
@@ -46,9 +50,13 @@ pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
 
 use crate::proto::cache::Admit;
 use crate::proto::media::{Catalog, Frame};
+use crate::proto::overlay::{Overlay, OverlayConfig, OverlayEvent};
 use crate::proto::send_queue::QueueLimits;
 use crate::proto::{ErrorCode, Limits};
+use driver::{ChildChannels, ParentHandle};
 use hub::{Counters, Hub, Subscriber, SubscriberKind, lock};
+use identity::NodeId as Id;
+use probe::ConnCache;
 use throttle::Throttle;
 
 /// How a node is set up.
@@ -58,8 +66,17 @@ pub struct NodeConfig {
     pub identity: Identity,
     /// UDP address to listen on for children.
     pub listen: SocketAddr,
-    /// The parent to receive from; `None` for the origin.
+    /// A parent given by hand: attach to it directly (repair still uses backups).
     pub parent: Option<PeerAddr>,
+    /// Nodes already in the tree to join through: the node finds its own place.
+    /// A node with neither `parent` nor `join` is the origin.
+    pub join: Vec<PeerAddr>,
+    /// Overlay tunables (capacity and role are set from this config).
+    pub overlay: OverlayConfig,
+    /// Seed for the overlay's timer jitter.
+    pub seed: u64,
+    /// How long a leaving node waits for its children to move before it closes.
+    pub leave_timeout: Duration,
     /// Most children accepted at once (0: accept none).
     pub max_children: usize,
     /// Wire decoder bounds.
@@ -80,15 +97,23 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     /// Emulate a slow downlink from the parent: read at most this many bytes per second.
     pub ingest_rate_limit: Option<u64>,
+    /// Emulate network links (delay, jitter, loss, rate) on this node's outgoing
+    /// datagrams; for tests and benchmarks, since `tc netem` is not available.
+    pub link_model: Option<Arc<dyn netem::LinkModel>>,
 }
 
 impl NodeConfig {
     /// Defaults for a relay with `identity` listening on `listen`.
     pub fn new(identity: Identity, listen: SocketAddr) -> Self {
+        let seed = u64::from_le_bytes(identity.id().as_bytes()[..8].try_into().unwrap_or([1; 8]));
         NodeConfig {
             identity,
             listen,
             parent: None,
+            join: Vec::new(),
+            overlay: OverlayConfig::default(),
+            seed,
+            leave_timeout: Duration::from_secs(3),
             max_children: 4,
             limits: Limits::default(),
             child_queue: QueueLimits::default(),
@@ -98,10 +123,12 @@ impl NodeConfig {
             },
             cache_groups: 2,
             connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(5),
-            keep_alive: Duration::from_millis(500),
+            // A crashed parent is noticed within a second.
+            idle_timeout: Duration::from_millis(900),
+            keep_alive: Duration::from_millis(200),
             peer_timeout: Duration::from_secs(5),
             ingest_rate_limit: None,
+            link_model: None,
         }
     }
 }
@@ -135,6 +162,10 @@ pub struct NodeStats {
     pub parent: Option<String>,
     /// Round-trip time to the parent, in milliseconds.
     pub parent_rtt_ms: Option<f64>,
+    /// Depth in the tree (origin 0), while connected to the origin.
+    pub depth: Option<u32>,
+    /// Nodes in this node's subtree (itself included), as its children report.
+    pub subtree: u32,
 }
 
 #[derive(Debug)]
@@ -143,10 +174,16 @@ pub(crate) struct Shared {
     pub hub: Mutex<Hub>,
     pub counters: Counters,
     pub catalog: watch::Sender<Option<Catalog>>,
-    pub parent_conn: Mutex<Option<(PeerAddr, quinn::Connection)>>,
     pub shutdown: watch::Sender<bool>,
     pub throttle: Option<Throttle>,
     pub events: broadcast::Sender<NodeEvent>,
+    pub overlay: Mutex<Overlay>,
+    pub kick: Notify,
+    pub parents: Mutex<HashMap<Id, ParentHandle>>,
+    pub child_ctl: ChildChannels,
+    pub conns: ConnCache,
+    pub first_error: Mutex<Option<PeerError>>,
+    pub entry_failures: Mutex<HashSet<Id>>,
 }
 
 impl Shared {
@@ -204,32 +241,70 @@ impl Node {
             .ingest_rate_limit
             .map(|r| Throttle::new(r, (r / 10).max(16 * 1024)));
         let (shutdown, _) = watch::channel(false);
+        let origin = config.parent.is_none() && config.join.is_empty();
+        let mut ocfg = config.overlay.clone();
+        ocfg.capacity = config.max_children as u32;
+        ocfg.origin = origin;
+        ocfg.pinned = config.parent.is_some();
+        let overlay = Overlay::new(config.identity.id(), ocfg, config.seed);
         let shared = Arc::new(Shared {
             hub: Mutex::new(Hub::new(config.cache_groups)),
             counters: Counters::default(),
             catalog: watch::channel(None).0,
-            parent_conn: Mutex::new(None),
             shutdown,
             throttle,
-            events: broadcast::channel(1024).0,
+            events: broadcast::channel(4096).0,
+            overlay: Mutex::new(overlay),
+            kick: Notify::new(),
+            parents: Mutex::new(HashMap::new()),
+            child_ctl: Mutex::new(HashMap::new()),
+            conns: ConnCache::default(),
+            first_error: Mutex::new(None),
+            entry_failures: Mutex::new(HashSet::new()),
             config,
         });
         tokio::spawn(child::accept_loop(shared.clone(), endpoint.clone()));
-        if let Some(parent) = shared.config.parent.clone() {
-            let session = upstream::connect(&shared, &endpoint, &parent).await?;
-            tokio::spawn(upstream::run(
-                shared.clone(),
-                endpoint.clone(),
-                parent,
-                session,
-            ));
+        let (first_tx, first_rx) = oneshot::channel();
+        if !origin {
+            let bootstrap: Vec<PeerAddr> = shared
+                .config
+                .parent
+                .iter()
+                .chain(&shared.config.join)
+                .cloned()
+                .collect();
+            lock(&shared.overlay).handle_join(Instant::now(), bootstrap);
         }
-        info!(id = %shared.config.identity.id(), addr = %local_addr, "node started");
-        Ok(Node {
+        tokio::spawn(driver::run(
+            shared.clone(),
+            endpoint.clone(),
+            Some(first_tx),
+        ));
+        let node = Node {
             shared,
             endpoint,
             local_addr,
-        })
+        };
+        if !origin {
+            // Wait for the first attach, or for every entry point to have failed.
+            let limit = node.shared.config.connect_timeout * 3;
+            let outcome = tokio::time::timeout(limit, first_rx).await;
+            let err = match outcome {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some(NodeError::Parent(e)),
+                Ok(Err(_)) => Some(NodeError::JoinTimeout(limit)),
+                Err(_) => Some(match lock(&node.shared.first_error).take() {
+                    Some(e) => NodeError::Parent(e),
+                    None => NodeError::JoinTimeout(limit),
+                }),
+            };
+            if let Some(e) = err {
+                node.stop_now().await;
+                return Err(e);
+            }
+        }
+        info!(id = %node.id(), addr = %local_addr, "node started");
+        Ok(node)
     }
 
     /// This node's identity.
@@ -310,9 +385,20 @@ impl Node {
             df += d.frames;
             dg += d.groups;
         }
-        let parent = lock(&self.shared.parent_conn)
-            .as_ref()
-            .map(|(a, c)| (a.to_string(), c.rtt().as_secs_f64() * 1e3));
+        let (parent_id, depth, subtree) = {
+            let o = lock(&self.shared.overlay);
+            (o.parent().map(|p| p.id), o.depth(), o.subtree_size())
+        };
+        let parent = parent_id.and_then(|id| {
+            lock(&self.shared.parents)
+                .get(&id)
+                .map(|h| (h.addr.to_string(), h.conn.rtt().as_secs_f64() * 1e3))
+        });
+        let depth = if self.shared.config.parent.is_none() && self.shared.config.join.is_empty() {
+            Some(0)
+        } else {
+            depth
+        };
         NodeStats {
             frames_received: c.frames_in.load(Ordering::Relaxed),
             bytes_received: c.bytes_in.load(Ordering::Relaxed),
@@ -327,18 +413,64 @@ impl Node {
             cache_bytes: hub.cache_bytes(),
             parent_rtt_ms: parent.as_ref().map(|p| p.1),
             parent: parent.map(|p| p.0),
+            depth,
+            subtree,
         }
     }
 
-    /// Stops the node: tells children and the parent it is leaving, closes the endpoint
-    /// and waits (briefly) for the goodbyes to be delivered.
+    /// The node's current parent, if attached.
+    pub fn parent(&self) -> Option<PeerAddr> {
+        lock(&self.shared.overlay).parent().cloned()
+    }
+
+    /// The node's current children.
+    pub fn children(&self) -> Vec<NodeId> {
+        lock(&self.shared.overlay)
+            .children()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Leaves in order: hands the children over to other parents, waits (up to
+    /// `leave_timeout`) until they have moved, then closes.
     pub async fn shutdown(self) {
+        let mut events = self.events();
+        lock(&self.shared.overlay).handle_leave(Instant::now());
+        self.shared.kick.notify_one();
+        let handed_over = async {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::Overlay(OverlayEvent::ChildrenHandedOver)) => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.shared.config.leave_timeout, handed_over).await;
+        self.stop_now().await;
+        info!(id = %self.id().short(), "node stopped");
+    }
+
+    /// Stops at once, like a crash but closing connections politely (tests use this to
+    /// emulate a node that disappears; children see their parent go and repair).
+    pub async fn stop_now(&self) {
         self.shared.shutdown.send_replace(true);
         lock(&self.shared.hub).close_all();
+        self.shared.conns.clear();
         self.endpoint
             .close(ErrorCode::GoingAway.value().into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        info!(id = %self.id().short(), "node stopped");
+    }
+
+    /// Vanishes without a word (no close frames): peers notice only by the idle
+    /// timeout, exactly as with a crashed process.
+    pub fn crash(&self) {
+        self.shared.shutdown.send_replace(true);
+        lock(&self.shared.hub).close_all();
+        // Rebinding to a dead socket makes every later datagram vanish.
+        if let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") {
+            let _ = self.endpoint.rebind(sock);
+        }
     }
 }
 

@@ -1,144 +1,108 @@
-//! The session with the parent: connect, subscribe (resuming from the last frame held),
-//! receive the catalog, then read one group per unidirectional stream, in order, into
-//! the hub. Lost sessions are retried with backoff; the first attempt's failure is
-//! returned to the caller so a wrong address is reported at once.
+//! Sessions with parents: subscribe (resuming from the last frame held), receive the
+//! catalog and tree position, then read one group per unidirectional stream, in order,
+//! into the hub, while exchanging tree messages on the control stream.
+//!
+//! Several sessions may run at once for a moment: a node that moves attaches to the new
+//! parent first and detaches from the old one after (make before break). The hub keeps
+//! every frame once, whichever parent delivered it first.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::addr::PeerAddr;
-use super::endpoint;
+use super::driver::{ParentHandle, note_failure};
 use super::error::{PeerError, describe_connection_error};
 use super::events::NodeEvent;
 use super::hub::lock;
+use super::identity::NodeId;
+use super::probe;
 use crate::proto::control::{ControlDecoder, ControlMessage};
 use crate::proto::group::{GroupDecoder, GroupHeader};
 use crate::proto::order::StreamOrderer;
-use crate::proto::{ALPN, DecodeError, ErrorCode};
+use crate::proto::overlay::{Refusal, Refused};
+use crate::proto::tree_msg::TreeInfo;
+use crate::proto::{DecodeError, ErrorCode};
 
 /// An established, subscribed session.
 pub(crate) struct Session {
     conn: quinn::Connection,
-    // Kept open: closing our side of the control stream would read as a goodbye.
-    _control: (quinn::SendStream, quinn::RecvStream),
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    dec: ControlDecoder,
 }
 
-/// Connects to `parent` and subscribes. On success the catalog is known.
-pub(crate) async fn connect(
-    shared: &Arc<Shared>,
-    endpoint: &quinn::Endpoint,
-    parent: &PeerAddr,
-) -> Result<Session, PeerError> {
-    let addrs = parent.resolve().await.map_err(|cause| PeerError::Resolve {
-        addr: parent.clone(),
-        cause,
-    })?;
-    let cfg = endpoint::client_config(&shared.config, parent.id, ALPN).map_err(|e| {
-        PeerError::Handshake {
-            addr: parent.clone(),
-            reason: e.to_string(),
-        }
-    })?;
-    let timeout = shared.config.connect_timeout;
-    let connecting = endpoint
-        .connect_with(cfg, addrs[0], super::tls::SERVER_NAME)
-        .map_err(|e| PeerError::Handshake {
-            addr: parent.clone(),
-            reason: e.to_string(),
-        })?;
-    let conn = match tokio::time::timeout(timeout, connecting).await {
-        Err(_) | Ok(Err(quinn::ConnectionError::TimedOut)) => {
-            return Err(PeerError::Unreachable {
-                addr: parent.clone(),
-                timeout,
-            });
-        }
-        Ok(Err(quinn::ConnectionError::ApplicationClosed(c))) => {
-            return Err(refused(parent, c.error_code.into_inner(), &c.reason));
-        }
-        Ok(Err(e)) => {
-            return Err(PeerError::Handshake {
-                addr: parent.clone(),
-                reason: describe_connection_error(&e),
-            });
-        }
-        Ok(Ok(c)) => c,
-    };
-    let lost = |e: &dyn std::fmt::Display| PeerError::Lost {
-        addr: parent.to_string(),
-        reason: e.to_string(),
-    };
-    let closed = |e: quinn::ConnectionError| match e {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            refused(parent, c.error_code.into_inner(), &c.reason)
-        }
-        e => lost(&describe_connection_error(&e)),
-    };
-    let (mut send, mut recv) = conn.open_bi().await.map_err(closed)?;
-    let resume = lock(&shared.hub).resume_points();
-    send.write_all(&ControlMessage::Subscribe { resume }.to_bytes())
-        .await
-        .map_err(|e| lost(&e))?;
-    let mut dec = ControlDecoder::new(&shared.config.limits);
-    let answer = tokio::time::timeout(timeout, async {
-        loop {
-            match dec.next_message() {
-                Ok(Some(m)) => return Ok(m),
-                Ok(None) => {}
-                Err(e) => return Err(protocol(shared, &conn, parent, e)),
-            }
-            match recv.read_chunk(16 * 1024, true).await {
-                Ok(Some(c)) => dec.push(&c.bytes),
-                Ok(None) => {
-                    return Err(match conn.closed().await {
-                        e @ quinn::ConnectionError::ApplicationClosed(_) => closed(e),
-                        e => lost(&describe_connection_error(&e)),
-                    });
-                }
-                Err(quinn::ReadError::ConnectionLost(e)) => return Err(closed(e)),
-                Err(e) => return Err(lost(&e)),
-            }
-        }
-    })
-    .await
-    .map_err(|_| PeerError::Unreachable {
-        addr: parent.clone(),
-        timeout,
-    })??;
-    match answer {
-        ControlMessage::Catalog(c) => {
-            shared.catalog.send_replace(Some(c));
-        }
-        ControlMessage::Refuse { code, reason } => {
-            return Err(refused(parent, u64::from(code), reason.as_bytes()));
-        }
-        other => {
-            let reason = format!("expected catalog, got {other:?}");
-            shared.misbehaved(
-                &conn,
-                &parent.to_string(),
-                ErrorCode::ProtocolViolation,
-                &reason,
+enum AttachError {
+    Refused(PeerError, Refused),
+    Failed(PeerError),
+}
+
+/// Attaches to `to`, reports the outcome to the overlay and, on success, runs the session
+/// until it ends; then reports the loss unless the overlay asked to detach.
+pub(crate) async fn attach_and_run(
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    to: PeerAddr,
+    replaces: Option<NodeId>,
+) {
+    match attach(&shared, &endpoint, &to, replaces).await {
+        Ok((session, info)) => {
+            let (ctl_tx, ctl_rx) = mpsc::channel(64);
+            let detach = Arc::new(Notify::new());
+            lock(&shared.parents).insert(
+                to.id,
+                ParentHandle {
+                    addr: to.clone(),
+                    conn: session.conn.clone(),
+                    ctl: ctl_tx,
+                    detach: detach.clone(),
+                },
             );
-            return Err(PeerError::Violation {
-                addr: parent.to_string(),
-                code: ErrorCode::ProtocolViolation,
-                reason,
-            });
+            lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Ok(info));
+            shared.emit(NodeEvent::ParentAttached { parent: to.clone() });
+            shared.kick.notify_one();
+            let end = run(&shared, &to, session, ctl_rx, &detach).await;
+            lock(&shared.parents).remove(&to.id);
+            match end {
+                Ok(true) => debug!(parent = %to, "detached"),
+                Ok(false) => {
+                    info!(parent = %to, "parent ended the session");
+                    parent_lost(&shared, &to, "parent left".into());
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    parent_lost(&shared, &to, e.to_string());
+                }
+            }
+        }
+        Err(AttachError::Refused(e, refused)) => {
+            debug!("{e}");
+            lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Err(Some(refused)));
+            note_failure(&shared, &to, e);
+            shared.kick.notify_one();
+        }
+        Err(AttachError::Failed(e)) => {
+            debug!("attach to {to} failed: {e}");
+            lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Err(None));
+            note_failure(&shared, &to, e);
+            shared.kick.notify_one();
         }
     }
-    info!(parent = %parent, rtt_ms = conn.rtt().as_millis() as u64, "attached to parent");
-    *lock(&shared.parent_conn) = Some((parent.clone(), conn.clone()));
-    shared.emit(NodeEvent::ParentAttached {
+}
+
+fn parent_lost(shared: &Shared, parent: &PeerAddr, reason: String) {
+    if shared.is_shutting_down() {
+        return;
+    }
+    lock(&shared.overlay).handle_parent_lost(Instant::now(), &parent.id);
+    shared.emit(NodeEvent::ParentLost {
         parent: parent.clone(),
+        reason,
     });
-    Ok(Session {
-        conn,
-        _control: (send, recv),
-    })
+    shared.kick.notify_one();
 }
 
 fn refused(parent: &PeerAddr, code: u64, reason: &[u8]) -> PeerError {
@@ -164,62 +128,201 @@ fn protocol(
     }
 }
 
-/// Runs sessions with `parent` until the node shuts down, reconnecting after losses.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    endpoint: quinn::Endpoint,
-    parent: PeerAddr,
-    first: Session,
-) {
-    let mut session = Some(first);
-    let mut backoff = Duration::from_millis(100);
+fn violation(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    parent: &PeerAddr,
+    reason: String,
+) -> PeerError {
+    shared.misbehaved(
+        conn,
+        &parent.to_string(),
+        ErrorCode::ProtocolViolation,
+        &reason,
+    );
+    PeerError::Violation {
+        addr: parent.to_string(),
+        code: ErrorCode::ProtocolViolation,
+        reason,
+    }
+}
+
+/// Reads the next control message from a parent.
+async fn next_control(
+    shared: &Shared,
+    parent: &PeerAddr,
+    conn: &quinn::Connection,
+    recv: &mut quinn::RecvStream,
+    dec: &mut ControlDecoder,
+) -> Result<Option<ControlMessage>, PeerError> {
+    loop {
+        match dec.next_message() {
+            Ok(Some(m)) => return Ok(Some(m)),
+            Ok(None) => {}
+            Err(e) => return Err(protocol(shared, conn, parent, e)),
+        }
+        match recv.read_chunk(16 * 1024, true).await {
+            Ok(Some(c)) => dec.push(&c.bytes),
+            Ok(None) => {
+                return match dec.finish() {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(protocol(shared, conn, parent, e)),
+                };
+            }
+            Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c))) => {
+                return Err(refused(parent, c.error_code.into_inner(), &c.reason));
+            }
+            Err(e) => {
+                return Err(PeerError::Lost {
+                    addr: parent.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+async fn attach(
+    shared: &Arc<Shared>,
+    endpoint: &quinn::Endpoint,
+    to: &PeerAddr,
+    replaces: Option<NodeId>,
+) -> Result<(Session, TreeInfo), AttachError> {
+    let conn = probe::connection(shared, endpoint, to)
+        .await
+        .map_err(AttachError::Failed)?;
+    let lost = |reason: String| {
+        AttachError::Failed(PeerError::Lost {
+            addr: to.to_string(),
+            reason,
+        })
+    };
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| lost(describe_connection_error(&e)))?;
+    let resume = lock(&shared.hub).resume_points();
+    let sub = ControlMessage::Subscribe {
+        resume,
+        capacity: shared.config.max_children as u32,
+        replaces,
+    };
+    send.write_all(&sub.to_bytes())
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let mut dec = ControlDecoder::new(&shared.config.limits);
+    let timeout = shared.config.peer_timeout;
+    let answer = async {
+        let mut catalog = false;
+        loop {
+            match next_control(shared, to, &conn, &mut recv, &mut dec).await {
+                Ok(Some(ControlMessage::Catalog(c))) if !catalog => {
+                    shared.catalog.send_replace(Some(c));
+                    catalog = true;
+                }
+                Ok(Some(ControlMessage::Tree(info))) if catalog => return Ok(info),
+                Ok(Some(ControlMessage::Refuse {
+                    code,
+                    reason,
+                    redirect,
+                })) => {
+                    let why = if code == ErrorCode::ParentFull.value() {
+                        Refusal::Full
+                    } else if code == ErrorCode::GoingAway.value() {
+                        Refusal::Leaving
+                    } else {
+                        Refusal::NotRooted
+                    };
+                    return Err(AttachError::Refused(
+                        refused(to, u64::from(code), reason.as_bytes()),
+                        Refused { why, redirect },
+                    ));
+                }
+                Ok(Some(other)) => {
+                    return Err(AttachError::Failed(violation(
+                        shared,
+                        &conn,
+                        to,
+                        format!("unexpected {other:?} while subscribing"),
+                    )));
+                }
+                Ok(None) => return Err(lost("control stream closed while subscribing".into())),
+                Err(e @ PeerError::Refused { .. }) => {
+                    let r = Refused {
+                        why: Refusal::Full,
+                        redirect: vec![],
+                    };
+                    return Err(AttachError::Refused(e, r));
+                }
+                Err(e) => return Err(AttachError::Failed(e)),
+            }
+        }
+    };
+    let info = tokio::time::timeout(timeout, answer).await.map_err(|_| {
+        AttachError::Failed(PeerError::Unreachable {
+            addr: to.clone(),
+            timeout,
+        })
+    })??;
+    Ok((
+        Session {
+            conn,
+            send,
+            recv,
+            dec,
+        },
+        info,
+    ))
+}
+
+/// Runs a session: media in, tree messages both ways. `Ok(true)`: we detached on request.
+async fn run(
+    shared: &Arc<Shared>,
+    parent: &PeerAddr,
+    session: Session,
+    mut ctl_rx: mpsc::Receiver<ControlMessage>,
+    detach: &Notify,
+) -> Result<bool, PeerError> {
+    let Session {
+        conn,
+        mut send,
+        mut recv,
+        mut dec,
+    } = session;
+    let media = receive(shared, parent, &conn);
+    tokio::pin!(media);
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        if let Some(s) = session.take() {
-            backoff = Duration::from_millis(100);
-            let r = tokio::select! {
-                r = receive(&shared, &parent, &s.conn) => r,
-                _ = shutdown.wait_for(|s| *s) => return,
-            };
-            *lock(&shared.parent_conn) = None;
-            if shared.is_shutting_down() {
-                return;
-            }
-            match r {
-                Ok(()) => {
-                    info!(parent = %parent, "parent ended the session");
-                    shared.emit(NodeEvent::ParentLost {
-                        parent: parent.clone(),
-                        reason: "parent left".into(),
-                    });
-                }
-                Err(e @ (PeerError::Protocol { .. } | PeerError::Violation { .. })) => {
-                    warn!("parent {e}");
-                    shared.emit(NodeEvent::ParentLost {
-                        parent: parent.clone(),
-                        reason: e.to_string(),
-                    });
-                }
-                Err(e) => {
-                    warn!("{e}");
-                    shared.emit(NodeEvent::ParentLost {
-                        parent: parent.clone(),
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        }
-        if shared.is_shutting_down() {
-            return;
-        }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-        match connect(&shared, &endpoint, &parent).await {
-            Ok(s) => session = Some(s),
-            Err(e) => warn!("reconnecting: {e}"),
+            r = &mut media => return r.map(|()| false),
+            m = next_control(shared, parent, &conn, &mut recv, &mut dec) => match m? {
+                Some(ControlMessage::Tree(info)) => {
+                    lock(&shared.overlay).handle_tree(Instant::now(), &parent.id, info);
+                    shared.kick.notify_one();
+                }
+                Some(ControlMessage::Goodbye { handover }) => {
+                    info!(parent = %parent, "parent is leaving; moving");
+                    lock(&shared.overlay).handle_goodbye(Instant::now(), &parent.id, handover);
+                    shared.kick.notify_one();
+                }
+                Some(other) => {
+                    return Err(violation(shared, &conn, parent, format!("unexpected {other:?} from a parent")));
+                }
+                None => return Ok(false),
+            },
+            Some(msg) = ctl_rx.recv() => {
+                if let Err(e) = send.write_all(&msg.to_bytes()).await {
+                    return Err(PeerError::Lost { addr: parent.to_string(), reason: e.to_string() });
+                }
+            }
+            _ = detach.notified() => {
+                let bye = ControlMessage::Goodbye { handover: vec![] };
+                let _ = send.write_all(&bye.to_bytes()).await;
+                let _ = send.finish();
+                conn.close(ErrorCode::NoError.value().into(), b"moved to another parent");
+                return Ok(true);
+            }
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return Ok(true),
         }
     }
 }
@@ -247,7 +350,6 @@ async fn receive(
                     return Ok(());
                 }
                 Err(e) => {
-                    // We may have closed it ourselves for a protocol error.
                     if let Ok(pe) = err_rx.try_recv() {
                         return Err(pe);
                     }
@@ -266,7 +368,7 @@ async fn receive(
                 .await;
         let header = match header {
             Ok(Ok(Some(h))) => h,
-            Ok(Ok(None)) => continue, // reset before its header: nothing to do
+            Ok(Ok(None)) => continue,
             Ok(Err(e)) => return Err(protocol(shared, conn, parent, e)),
             Err(_) => {
                 let reason = "media stream header not sent in time";
@@ -283,15 +385,7 @@ async fn receive(
                 "second stream for group {} of track {}",
                 header.group, header.track
             );
-            conn.close(
-                ErrorCode::ProtocolViolation.value().into(),
-                reason.as_bytes(),
-            );
-            return Err(PeerError::Violation {
-                addr: parent.to_string(),
-                code: ErrorCode::ProtocolViolation,
-                reason,
-            });
+            return Err(violation(shared, conn, parent, reason));
         }
         let (shared, orderer, conn, parent, err_tx) = (
             shared.clone(),
@@ -346,9 +440,7 @@ async fn read_group(
 ) -> Result<(), DecodeError> {
     let mut out = Vec::new();
     loop {
-        loop {
-            let frame = dec.next_frame()?;
-            let Some(frame) = frame else { break };
+        while let Some(frame) = dec.next_frame()? {
             let mut o = lock(orderer);
             o.frame(frame, &mut out);
             for f in out.drain(..) {

@@ -26,6 +26,10 @@ pub enum ErrorCode {
     Timeout = 0x6,
     /// The node is shutting down.
     GoingAway = 0x7,
+    /// The node is not connected to the origin right now (it is repairing).
+    NotRooted = 0x8,
+    /// Accepting the subscriber would make a loop (it is an ancestor of the node).
+    WouldLoop = 0x9,
     /// Stream reset: this group went stale for a slow child and was dropped.
     GroupDropped = 0x10,
     /// Something failed inside this node (not the peer's fault).
@@ -34,7 +38,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for lookups.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::NoError,
         ErrorCode::ProtocolViolation,
         ErrorCode::TooLarge,
@@ -43,6 +47,8 @@ impl ErrorCode {
         ErrorCode::ParentFull,
         ErrorCode::Timeout,
         ErrorCode::GoingAway,
+        ErrorCode::NotRooted,
+        ErrorCode::WouldLoop,
         ErrorCode::GroupDropped,
         ErrorCode::Internal,
     ];
@@ -70,6 +76,8 @@ impl ErrorCode {
             ErrorCode::ParentFull => "parent_full",
             ErrorCode::Timeout => "timeout",
             ErrorCode::GoingAway => "going_away",
+            ErrorCode::NotRooted => "not_rooted",
+            ErrorCode::WouldLoop => "would_loop",
             ErrorCode::GroupDropped => "group_dropped",
             ErrorCode::Internal => "internal_error",
         }

@@ -3,24 +3,39 @@
 //! Framing: `varint length | type byte | fields`. The length covers type and fields and is
 //! bounded by [`Limits::max_control_message`](super::Limits).
 //!
-//! | type | message     | direction      | fields                                   |
-//! |------|-------------|----------------|------------------------------------------|
-//! | 0x01 | `Subscribe` | child → parent | count, then (track, next_seq) per track  |
-//! | 0x02 | `Catalog`   | parent → child | JSON document (see [`Catalog`])          |
-//! | 0x03 | `Refuse`    | parent → child | error code, reason (UTF-8)               |
-//! | 0x04 | `Goodbye`   | either         | (none): the sender is leaving in order   |
+//! | type | message      | direction      | fields                                      |
+//! |------|--------------|----------------|---------------------------------------------|
+//! | 0x01 | `Subscribe`  | child → parent | capacity, count, (track, next_seq) per track |
+//! | 0x02 | `Catalog`    | parent → child | JSON document (see [`Catalog`])             |
+//! | 0x03 | `Refuse`     | parent → child | error code, reason (UTF-8), redirect list   |
+//! | 0x04 | `Goodbye`    | either         | handover list: where the children should go |
+//! | 0x05 | `Probe`      | joiner → node  | (none): who are you, whom do you know       |
+//! | 0x06 | `ProbeReply` | node → joiner  | rooted, depth, free, capacity, candidates   |
+//! | 0x07 | `Tree`       | parent → child | [`TreeInfo`]: rooted, path, backups         |
+//! | 0x08 | `Status`     | child → parent | free, subtree size, room (0/1 candidate)    |
+//!
+//! Field encodings of candidates and tree info: [`super::tree_msg`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::DecodeError;
+use super::id::NodeId;
 use super::limits::Limits;
 use super::media::{Catalog, TrackId};
+use super::tree_msg::{
+    Candidate, TreeInfo, get_candidates, get_id, get_tree_info, get_u32_field, put_candidates,
+    put_id, put_tree_info,
+};
 use super::varint;
 
 const T_SUBSCRIBE: u8 = 0x01;
 const T_CATALOG: u8 = 0x02;
 const T_REFUSE: u8 = 0x03;
 const T_GOODBYE: u8 = 0x04;
+const T_PROBE: u8 = 0x05;
+const T_PROBE_REPLY: u8 = 0x06;
+const T_TREE: u8 = 0x07;
+const T_STATUS: u8 = 0x08;
 
 /// Most resume points a `Subscribe` may carry.
 pub const MAX_RESUME_TRACKS: usize = 64;
@@ -45,6 +60,11 @@ pub enum ControlMessage {
     Subscribe {
         /// Resume points, at most one per track.
         resume: Vec<ResumePoint>,
+        /// How many children the subscriber itself accepts.
+        capacity: u32,
+        /// The subscriber was handed over by this (leaving) child of the parent and asks
+        /// for its slot.
+        replaces: Option<NodeId>,
     },
     /// Parent → child: the tracks of the broadcast. Sent once, before any media.
     Catalog(Catalog),
@@ -54,9 +74,40 @@ pub enum ControlMessage {
         code: u32,
         /// Human-readable explanation.
         reason: String,
+        /// Where to try instead.
+        redirect: Vec<Candidate>,
     },
-    /// The sender leaves in order.
-    Goodbye,
+    /// The sender leaves in order; a parent lists where its children should go.
+    Goodbye {
+        /// Parents to move to (empty from a child).
+        handover: Vec<Candidate>,
+    },
+    /// Joiner → node: describe yourself and the parents you know.
+    Probe,
+    /// Node → joiner: the answer to a probe.
+    ProbeReply {
+        /// Whether the node is connected to the origin.
+        rooted: bool,
+        /// Its depth (origin 0).
+        depth: u32,
+        /// Free child slots.
+        free: u32,
+        /// Child slots in all.
+        capacity: u32,
+        /// Other parents it knows, nearest the joiner's likely position first.
+        candidates: Vec<Candidate>,
+    },
+    /// Parent → child: your position in the tree (on attach and on every change).
+    Tree(TreeInfo),
+    /// Child → parent: my free slots and subtree size (on change).
+    Status {
+        /// Free child slots.
+        free: u32,
+        /// Nodes in its subtree, itself included.
+        subtree: u32,
+        /// The shallowest descendant with free slots (when it has none itself).
+        room: Option<Candidate>,
+    },
 }
 
 impl ControlMessage {
@@ -64,8 +115,20 @@ impl ControlMessage {
     pub fn encode(&self, out: &mut BytesMut) {
         let mut body = BytesMut::new();
         match self {
-            ControlMessage::Subscribe { resume } => {
+            ControlMessage::Subscribe {
+                resume,
+                capacity,
+                replaces,
+            } => {
                 body.put_u8(T_SUBSCRIBE);
+                varint::put(&mut body, u64::from(*capacity));
+                match replaces {
+                    Some(id) => {
+                        body.put_u8(1);
+                        put_id(&mut body, id);
+                    }
+                    None => body.put_u8(0),
+                }
                 varint::put(&mut body, resume.len() as u64);
                 for r in resume {
                     varint::put(&mut body, u64::from(r.track));
@@ -78,14 +141,51 @@ impl ControlMessage {
                 let json = serde_json::to_vec(c).unwrap_or_default();
                 body.put_slice(&json);
             }
-            ControlMessage::Refuse { code, reason } => {
+            ControlMessage::Refuse {
+                code,
+                reason,
+                redirect,
+            } => {
                 body.put_u8(T_REFUSE);
                 varint::put(&mut body, u64::from(*code));
                 let r = truncate_utf8(reason, MAX_REASON);
                 varint::put(&mut body, r.len() as u64);
                 body.put_slice(r.as_bytes());
+                put_candidates(&mut body, redirect);
             }
-            ControlMessage::Goodbye => body.put_u8(T_GOODBYE),
+            ControlMessage::Goodbye { handover } => {
+                body.put_u8(T_GOODBYE);
+                put_candidates(&mut body, handover);
+            }
+            ControlMessage::Probe => body.put_u8(T_PROBE),
+            ControlMessage::ProbeReply {
+                rooted,
+                depth,
+                free,
+                capacity,
+                candidates,
+            } => {
+                body.put_u8(T_PROBE_REPLY);
+                body.put_u8(u8::from(*rooted));
+                varint::put(&mut body, u64::from(*depth));
+                varint::put(&mut body, u64::from(*free));
+                varint::put(&mut body, u64::from(*capacity));
+                put_candidates(&mut body, candidates);
+            }
+            ControlMessage::Tree(t) => {
+                body.put_u8(T_TREE);
+                put_tree_info(&mut body, t);
+            }
+            ControlMessage::Status {
+                free,
+                subtree,
+                room,
+            } => {
+                body.put_u8(T_STATUS);
+                varint::put(&mut body, u64::from(*free));
+                varint::put(&mut body, u64::from(*subtree));
+                put_candidates(&mut body, room.as_slice());
+            }
         }
         varint::put(out, body.len() as u64);
         out.extend_from_slice(&body);
@@ -106,6 +206,15 @@ impl ControlMessage {
         let ty = body.get_u8();
         let msg = match ty {
             T_SUBSCRIBE => {
+                let capacity = get_u32_field(&mut body, "subscribe capacity")?;
+                if !body.has_remaining() {
+                    return Err(DecodeError::Truncated("subscribe"));
+                }
+                let replaces = match body.get_u8() {
+                    0 => None,
+                    1 => Some(get_id(&mut body, "subscribe")?),
+                    _ => return Err(DecodeError::Malformed("subscribe replaces flag")),
+                };
                 let n = varint::get_complete(&mut body, "subscribe")?;
                 if n > MAX_RESUME_TRACKS as u64 {
                     return Err(DecodeError::TooMany {
@@ -122,7 +231,11 @@ impl ControlMessage {
                     let next_seq = varint::get_complete(&mut body, "subscribe")?;
                     resume.push(ResumePoint { track, next_seq });
                 }
-                ControlMessage::Subscribe { resume }
+                ControlMessage::Subscribe {
+                    resume,
+                    capacity,
+                    replaces,
+                }
             }
             T_CATALOG => {
                 let c: Catalog = serde_json::from_slice(&body)
@@ -148,9 +261,52 @@ impl ControlMessage {
                 let raw = body.split_to(len as usize);
                 let reason = String::from_utf8(raw.to_vec())
                     .map_err(|_| DecodeError::Malformed("refuse reason is not UTF-8"))?;
-                ControlMessage::Refuse { code, reason }
+                let redirect = get_candidates(&mut body)?;
+                ControlMessage::Refuse {
+                    code,
+                    reason,
+                    redirect,
+                }
             }
-            T_GOODBYE => ControlMessage::Goodbye,
+            T_GOODBYE => ControlMessage::Goodbye {
+                handover: get_candidates(&mut body)?,
+            },
+            T_PROBE => ControlMessage::Probe,
+            T_PROBE_REPLY => {
+                if !body.has_remaining() {
+                    return Err(DecodeError::Truncated("probe reply"));
+                }
+                let rooted = match body.get_u8() {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Malformed("rooted flag")),
+                };
+                let depth = get_u32_field(&mut body, "probe reply depth")?;
+                let free = get_u32_field(&mut body, "probe reply free slots")?;
+                let capacity = get_u32_field(&mut body, "probe reply capacity")?;
+                let candidates = get_candidates(&mut body)?;
+                ControlMessage::ProbeReply {
+                    rooted,
+                    depth,
+                    free,
+                    capacity,
+                    candidates,
+                }
+            }
+            T_TREE => ControlMessage::Tree(get_tree_info(&mut body)?),
+            T_STATUS => {
+                let free = get_u32_field(&mut body, "status free slots")?;
+                let subtree = get_u32_field(&mut body, "status subtree")?;
+                let mut rooms = get_candidates(&mut body)?;
+                if rooms.len() > 1 {
+                    return Err(DecodeError::Malformed("status carries more than one room"));
+                }
+                ControlMessage::Status {
+                    free,
+                    subtree,
+                    room: rooms.pop(),
+                }
+            }
             ty => {
                 return Err(DecodeError::UnknownType {
                     what: "control message",
@@ -234,17 +390,47 @@ impl ControlDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::addr::PeerAddr;
     use crate::proto::media::{Codec, TrackInfo};
+    use crate::proto::tree_msg::{MAX_CANDIDATES, MAX_PATH};
     use proptest::prelude::*;
+
+    fn arb_candidate() -> impl Strategy<Value = Candidate> {
+        (
+            any::<[u8; 32]>(),
+            "[a-z0-9.]{1,30}",
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(id, host, port, depth, free)| Candidate {
+                addr: PeerAddr {
+                    id: NodeId::from_bytes(id),
+                    host: format!("{host}:{port}"),
+                },
+                depth,
+                free,
+            })
+    }
+
+    fn arb_candidates() -> impl Strategy<Value = Vec<Candidate>> {
+        proptest::collection::vec(arb_candidate(), 0..MAX_CANDIDATES)
+    }
 
     fn arb_message() -> impl Strategy<Value = ControlMessage> {
         prop_oneof![
-            proptest::collection::vec((any::<u32>(), 0..=varint::MAX), 0..MAX_RESUME_TRACKS)
-                .prop_map(|v| ControlMessage::Subscribe {
+            (
+                proptest::collection::vec((any::<u32>(), 0..=varint::MAX), 0..MAX_RESUME_TRACKS),
+                any::<u32>(),
+                proptest::option::of(any::<[u8; 32]>())
+            )
+                .prop_map(|(v, capacity, replaces)| ControlMessage::Subscribe {
                     resume: v
                         .into_iter()
                         .map(|(track, next_seq)| ResumePoint { track, next_seq })
-                        .collect()
+                        .collect(),
+                    capacity,
+                    replaces: replaces.map(NodeId::from_bytes),
                 }),
             ("[a-z ]{0,20}", 0u32..8, 1u32..4000).prop_map(|(name, id, w)| {
                 ControlMessage::Catalog(Catalog {
@@ -273,9 +459,51 @@ mod tests {
                     ],
                 })
             }),
-            (any::<u32>(), "\\PC{0,100}")
-                .prop_map(|(code, reason)| ControlMessage::Refuse { code, reason }),
-            Just(ControlMessage::Goodbye),
+            (any::<u32>(), "\\PC{0,100}", arb_candidates()).prop_map(|(code, reason, redirect)| {
+                ControlMessage::Refuse {
+                    code,
+                    reason,
+                    redirect,
+                }
+            }),
+            arb_candidates().prop_map(|handover| ControlMessage::Goodbye { handover }),
+            Just(ControlMessage::Probe),
+            (
+                any::<bool>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                arb_candidates()
+            )
+                .prop_map(|(rooted, depth, free, capacity, candidates)| {
+                    ControlMessage::ProbeReply {
+                        rooted,
+                        depth,
+                        free,
+                        capacity,
+                        candidates,
+                    }
+                }),
+            (
+                any::<bool>(),
+                proptest::collection::vec(any::<[u8; 32]>(), 0..MAX_PATH),
+                arb_candidates()
+            )
+                .prop_map(|(rooted, path, backups)| ControlMessage::Tree(TreeInfo {
+                    rooted,
+                    path: path.into_iter().map(NodeId::from_bytes).collect(),
+                    backups,
+                })),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                proptest::option::of(arb_candidate())
+            )
+                .prop_map(|(free, subtree, room)| ControlMessage::Status {
+                    free,
+                    subtree,
+                    room
+                }),
         ]
     }
 
@@ -335,7 +563,7 @@ mod tests {
             })
         );
         let mut d = ControlDecoder::new(&Limits::default());
-        d.push(&[5, T_SUBSCRIBE]);
+        d.push(&[5, T_SUBSCRIBE, 1]);
         assert_eq!(d.next_message(), Ok(None));
         assert_eq!(d.finish(), Err(DecodeError::Truncated("control message")));
     }
@@ -346,6 +574,7 @@ mod tests {
         let m = ControlMessage::Refuse {
             code: 5,
             reason: long,
+            redirect: vec![],
         };
         let mut d = ControlDecoder::new(&Limits::default());
         d.push(&m.to_bytes());

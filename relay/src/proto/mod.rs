@@ -9,16 +9,20 @@
 //! - [`order`]: keeps frames in order across per-group QUIC streams.
 //! - [`cache`]: the latest groups of each track, for late joiners and resuming children.
 //! - [`send_queue`]: the per-child queue that drops whole stale groups for slow children.
+pub mod addr;
 pub mod cache;
 pub mod codes;
 pub mod control;
 pub mod error;
 pub mod group;
+pub mod id;
 pub mod limits;
 pub mod media;
 pub mod order;
+pub mod overlay;
 pub mod send_queue;
 pub mod synthetic;
+pub mod tree_msg;
 pub mod varint;
 
 pub use codes::{ALPN, ErrorCode};

@@ -1,0 +1,169 @@
+//! Probing candidate parents, and the connections probes leave behind.
+//!
+//! A probe is one QUIC handshake plus one request/answer on a bidirectional stream; the
+//! connection's RTT estimate is the measurement. The connection is kept for a short while
+//! so that attaching to the chosen candidate costs no second handshake.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::addr::PeerAddr;
+use super::endpoint;
+use super::error::{PeerError, describe_connection_error};
+use super::hub::lock;
+use super::identity::NodeId;
+use crate::proto::ALPN;
+use crate::proto::control::{ControlDecoder, ControlMessage};
+use crate::proto::overlay::ProbeInfo;
+
+/// How long an idle probe connection is kept for a possible attach.
+const KEEP: Duration = Duration::from_secs(10);
+
+/// Connections opened by probes, by peer.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCache {
+    map: Mutex<HashMap<NodeId, (quinn::Connection, Instant)>>,
+}
+
+impl ConnCache {
+    pub fn put(&self, id: NodeId, conn: quinn::Connection) {
+        let mut m = lock(&self.map);
+        let now = Instant::now();
+        m.retain(|_, (c, t)| {
+            let keep = now.duration_since(*t) < KEEP && c.close_reason().is_none();
+            if !keep {
+                c.close(0u32.into(), b"probe done");
+            }
+            keep
+        });
+        m.insert(id, (conn, now));
+    }
+
+    /// A live cached connection to `id`, removed from the cache.
+    pub fn take(&self, id: &NodeId) -> Option<quinn::Connection> {
+        let (c, t) = lock(&self.map).remove(id)?;
+        (c.close_reason().is_none() && t.elapsed() < KEEP).then_some(c)
+    }
+
+    pub fn clear(&self) {
+        for (_, (c, _)) in lock(&self.map).drain() {
+            c.close(0u32.into(), b"node stopping");
+        }
+    }
+}
+
+/// Opens a verified connection to `peer`.
+pub(crate) async fn connect(
+    shared: &Shared,
+    endpoint: &quinn::Endpoint,
+    peer: &PeerAddr,
+) -> Result<quinn::Connection, PeerError> {
+    let addrs = super::addr::resolve(peer)
+        .await
+        .map_err(|cause| PeerError::Resolve {
+            addr: peer.clone(),
+            cause,
+        })?;
+    let handshake = |reason: String| PeerError::Handshake {
+        addr: peer.clone(),
+        reason,
+    };
+    let cfg = endpoint::client_config(&shared.config, peer.id, ALPN)
+        .map_err(|e| handshake(e.to_string()))?;
+    let timeout = shared.config.connect_timeout;
+    let connecting = endpoint
+        .connect_with(cfg, addrs[0], super::tls::SERVER_NAME)
+        .map_err(|e| handshake(e.to_string()))?;
+    match tokio::time::timeout(timeout, connecting).await {
+        Err(_) | Ok(Err(quinn::ConnectionError::TimedOut)) => Err(PeerError::Unreachable {
+            addr: peer.clone(),
+            timeout,
+        }),
+        Ok(Err(e)) => Err(handshake(describe_connection_error(&e))),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+/// A connection to `peer`: a cached probe connection if there is one, else a new one.
+pub(crate) async fn connection(
+    shared: &Shared,
+    endpoint: &quinn::Endpoint,
+    peer: &PeerAddr,
+) -> Result<quinn::Connection, PeerError> {
+    if let Some(c) = shared.conns.take(&peer.id) {
+        return Ok(c);
+    }
+    connect(shared, endpoint, peer).await
+}
+
+/// Probes `peer`: its answer and the measured RTT.
+pub(crate) async fn probe(
+    shared: &Shared,
+    endpoint: &quinn::Endpoint,
+    peer: &PeerAddr,
+) -> Result<(Duration, ProbeInfo), PeerError> {
+    let conn = connection(shared, endpoint, peer).await?;
+    let lost = |reason: String| PeerError::Lost {
+        addr: peer.to_string(),
+        reason,
+    };
+    let exchange = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| lost(describe_connection_error(&e)))?;
+        send.write_all(&ControlMessage::Probe.to_bytes())
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        let _ = send.finish();
+        let mut dec = ControlDecoder::new(&shared.config.limits);
+        loop {
+            match dec.next_message() {
+                Ok(Some(ControlMessage::ProbeReply {
+                    rooted,
+                    depth,
+                    free,
+                    candidates,
+                    ..
+                })) => {
+                    return Ok(ProbeInfo {
+                        rooted,
+                        depth,
+                        free,
+                        candidates,
+                    });
+                }
+                Ok(Some(other)) => {
+                    return Err(PeerError::Violation {
+                        addr: peer.to_string(),
+                        code: crate::proto::ErrorCode::ProtocolViolation,
+                        reason: format!("answered a probe with {other:?}"),
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(PeerError::Protocol {
+                        addr: peer.to_string(),
+                        error,
+                    });
+                }
+            }
+            match recv.read_chunk(16 * 1024, true).await {
+                Ok(Some(c)) => dec.push(&c.bytes),
+                Ok(None) => return Err(lost("probe stream ended without an answer".into())),
+                Err(e) => return Err(lost(e.to_string())),
+            }
+        }
+    };
+    let info = tokio::time::timeout(shared.config.peer_timeout, exchange)
+        .await
+        .map_err(|_| PeerError::Unreachable {
+            addr: peer.clone(),
+            timeout: shared.config.peer_timeout,
+        })??;
+    let rtt = conn.rtt();
+    shared.conns.put(peer.id, conn);
+    Ok((rtt, info))
+}

@@ -1,0 +1,233 @@
+//! What a node knows about possible parents, and how it picks one.
+//!
+//! Bounded: at most `max` entries; the stalest unprobed ones go first.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::proto::addr::PeerAddr;
+use crate::proto::id::NodeId;
+use crate::proto::tree_msg::Candidate;
+
+/// One possible parent.
+#[derive(Clone, Debug)]
+pub(crate) struct Known {
+    pub cand: Candidate,
+    /// Measured round-trip time, once probed.
+    pub rtt: Option<Duration>,
+    /// Whether it said it is connected to the origin.
+    pub rooted: bool,
+    /// When we last heard of it.
+    pub seen: Instant,
+    /// Don't try it again before this (it refused us or failed).
+    pub avoid_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct KnownSet {
+    me: NodeId,
+    max: usize,
+    map: HashMap<NodeId, Known>,
+}
+
+impl KnownSet {
+    pub fn new(me: NodeId, max: usize) -> Self {
+        KnownSet {
+            me,
+            max: max.max(4),
+            map: HashMap::new(),
+        }
+    }
+
+    /// Learns of a candidate from someone else (not measured yet). Keeps what we measured.
+    pub fn hear(&mut self, now: Instant, c: &Candidate) {
+        if c.addr.id == self.me {
+            return;
+        }
+        match self.map.get_mut(&c.addr.id) {
+            Some(k) => {
+                // Second-hand news does not overwrite what the node told us itself,
+                // except for a changed address.
+                if k.rtt.is_none() {
+                    k.cand = c.clone();
+                }
+                k.cand.addr = c.addr.clone();
+                k.seen = now;
+            }
+            None => {
+                self.make_room();
+                self.map.insert(
+                    c.addr.id,
+                    Known {
+                        cand: c.clone(),
+                        rtt: None,
+                        rooted: true,
+                        seen: now,
+                        avoid_until: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records what a node told us about itself and how far it is.
+    pub fn probed(
+        &mut self,
+        now: Instant,
+        addr: &PeerAddr,
+        rtt: Duration,
+        rooted: bool,
+        depth: u32,
+        free: u32,
+    ) {
+        if addr.id == self.me {
+            return;
+        }
+        // A fresh measurement does not lift an avoidance (a refusal stands for a while).
+        let avoid_until = self.map.get(&addr.id).and_then(|k| k.avoid_until);
+        if !self.map.contains_key(&addr.id) {
+            self.make_room();
+        }
+        self.map.insert(
+            addr.id,
+            Known {
+                cand: Candidate {
+                    addr: addr.clone(),
+                    depth,
+                    free,
+                },
+                rtt: Some(rtt),
+                rooted,
+                seen: now,
+                avoid_until: avoid_until.filter(|t| *t > now),
+            },
+        );
+    }
+
+    pub fn avoid(&mut self, id: &NodeId, until: Instant) {
+        if let Some(k) = self.map.get_mut(id) {
+            k.avoid_until = Some(until);
+        }
+    }
+
+    pub fn forget(&mut self, id: &NodeId) {
+        self.map.remove(id);
+    }
+
+    pub fn get(&self, id: &NodeId) -> Option<&Known> {
+        self.map.get(id)
+    }
+
+    pub fn set_rtt(&mut self, id: &NodeId, rtt: Duration) {
+        if let Some(k) = self.map.get_mut(id) {
+            k.rtt = Some(rtt);
+        }
+    }
+
+    fn usable(&self, k: &Known, now: Instant) -> bool {
+        k.avoid_until.is_none_or(|t| now >= t)
+    }
+
+    /// Unmeasured candidates worth probing: those reporting room first, shallower first.
+    pub fn to_probe(&self, now: Instant, n: usize, exclude: &[NodeId]) -> Vec<PeerAddr> {
+        let mut v: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| {
+                k.rtt.is_none() && self.usable(k, now) && !exclude.contains(&k.cand.addr.id)
+            })
+            .collect();
+        v.sort_by_key(|k| (k.cand.free == 0, k.cand.depth, k.cand.addr.id));
+        v.into_iter().take(n).map(|k| k.cand.addr.clone()).collect()
+    }
+
+    /// The best measured parent with room: the nearest, preferring shallower ones among
+    /// those within `tie` (relative) + `tie_abs` of the nearest.
+    pub fn best(
+        &self,
+        now: Instant,
+        tie: f64,
+        tie_abs: Duration,
+        exclude: &[NodeId],
+    ) -> Option<&Known> {
+        let eligible: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| {
+                k.rtt.is_some()
+                    && k.rooted
+                    && k.cand.free > 0
+                    && self.usable(k, now)
+                    && !exclude.contains(&k.cand.addr.id)
+            })
+            .collect();
+        let nearest = eligible.iter().filter_map(|k| k.rtt).min()?;
+        let limit = nearest.mul_f64(1.0 + tie) + tie_abs;
+        eligible
+            .into_iter()
+            .filter(|k| k.rtt.is_some_and(|r| r <= limit))
+            .min_by_key(|k| (k.cand.depth, k.rtt, k.cand.addr.id))
+    }
+
+    /// Backup parents in preference order (given ones first, then measured ones by RTT).
+    pub fn fallbacks(
+        &self,
+        now: Instant,
+        first: &[Candidate],
+        exclude: &[NodeId],
+    ) -> Vec<PeerAddr> {
+        let mut out: Vec<PeerAddr> = Vec::new();
+        for c in first {
+            if c.addr.id != self.me && !exclude.contains(&c.addr.id) && !out.contains(&c.addr) {
+                let ok = self.map.get(&c.addr.id).is_none_or(|k| self.usable(k, now));
+                if ok {
+                    out.push(c.addr.clone());
+                }
+            }
+        }
+        let mut measured: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| {
+                k.rtt.is_some()
+                    && k.rooted
+                    && self.usable(k, now)
+                    && !exclude.contains(&k.cand.addr.id)
+            })
+            .collect();
+        measured.sort_by_key(|k| (k.cand.free == 0, k.rtt, k.cand.addr.id));
+        for k in measured {
+            if !out.contains(&k.cand.addr) {
+                out.push(k.cand.addr.clone());
+            }
+        }
+        out
+    }
+
+    /// Up to `n` candidates to tell others about (room first, shallower first).
+    pub fn share(&self, n: usize, exclude: &[NodeId]) -> Vec<Candidate> {
+        let mut v: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| k.rooted && !exclude.contains(&k.cand.addr.id))
+            .collect();
+        v.sort_by_key(|k| (k.cand.free == 0, k.cand.depth, k.cand.addr.id));
+        v.into_iter().take(n).map(|k| k.cand.clone()).collect()
+    }
+
+    fn make_room(&mut self) {
+        while self.map.len() >= self.max {
+            let victim = self
+                .map
+                .values()
+                .min_by_key(|k| (k.rtt.is_some(), k.seen, k.cand.addr.id))
+                .map(|k| k.cand.addr.id);
+            match victim {
+                Some(id) => {
+                    self.map.remove(&id);
+                }
+                None => return,
+            }
+        }
+    }
+}

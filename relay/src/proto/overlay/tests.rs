@@ -1,0 +1,601 @@
+//! Deterministic tests of the overlay: many state machines wired together by a tiny
+//! in-memory network (instant delivery, RTT from 2-D positions).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+struct Net {
+    nodes: BTreeMap<NodeId, Overlay>,
+    addr: HashMap<NodeId, PeerAddr>,
+    pos: HashMap<NodeId, (f64, f64)>,
+    cap: HashMap<NodeId, u32>,
+    alive: HashSet<NodeId>,
+    origin: Option<NodeId>,
+    now: Instant,
+    next: u8,
+    events: Vec<(NodeId, OverlayEvent)>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            nodes: BTreeMap::new(),
+            addr: HashMap::new(),
+            pos: HashMap::new(),
+            cap: HashMap::new(),
+            alive: HashSet::new(),
+            origin: None,
+            now: Instant::now(),
+            next: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn add_with(
+        &mut self,
+        capacity: u32,
+        at: (f64, f64),
+        f: impl FnOnce(&mut OverlayConfig),
+    ) -> NodeId {
+        self.next += 1;
+        let mut raw = [0u8; 32];
+        raw[0] = self.next;
+        let id = NodeId::from_bytes(raw);
+        let mut cfg = OverlayConfig {
+            capacity,
+            origin: self.origin.is_none(),
+            ..OverlayConfig::default()
+        };
+        f(&mut cfg);
+        if cfg.origin {
+            self.origin = Some(id);
+        }
+        self.nodes
+            .insert(id, Overlay::new(id, cfg, u64::from(self.next)));
+        self.addr.insert(
+            id,
+            PeerAddr {
+                id,
+                host: format!("10.0.0.{}:4433", self.next),
+            },
+        );
+        self.pos.insert(id, at);
+        self.cap.insert(id, capacity);
+        self.alive.insert(id);
+        id
+    }
+
+    fn add(&mut self, capacity: u32, at: (f64, f64)) -> NodeId {
+        self.add_with(capacity, at, |_| {})
+    }
+
+    fn join(&mut self, id: NodeId, via: NodeId) {
+        let b = vec![self.addr[&via].clone()];
+        let now = self.now;
+        self.node(id).handle_join(now, b);
+        self.run();
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut Overlay {
+        self.nodes.get_mut(&id).expect("node")
+    }
+
+    fn rtt(&self, a: NodeId, b: NodeId) -> Duration {
+        let (pa, pb) = (self.pos[&a], self.pos[&b]);
+        let d = ((pa.0 - pb.0).powi(2) + (pa.1 - pb.1).powi(2)).sqrt();
+        Duration::from_micros((d * 1000.0) as u64 + 200)
+    }
+
+    /// Delivers every pending action until the network is quiet.
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            let mut work: VecDeque<(NodeId, Action)> = VecDeque::new();
+            for (id, n) in self.nodes.iter_mut() {
+                if !self.alive.contains(id) {
+                    while n.poll_action().is_some() {}
+                    continue;
+                }
+                while let Some(a) = n.poll_action() {
+                    work.push_back((*id, a));
+                }
+                while let Some(e) = n.poll_event() {
+                    self.events.push((*id, e));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (from, action) in work {
+                self.deliver(from, action);
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn deliver(&mut self, from: NodeId, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Probe(to) => {
+                let result = if self.alive.contains(&to.id) {
+                    let (rooted, depth, free, _, candidates) = self.nodes[&to.id].probe_reply();
+                    Some((
+                        self.rtt(from, to.id),
+                        ProbeInfo {
+                            rooted,
+                            depth,
+                            free,
+                            candidates,
+                        },
+                    ))
+                } else {
+                    None
+                };
+                self.node(from).handle_probe_result(now, &to, result);
+            }
+            Action::Attach { to, replaces } => {
+                let me = self.addr[&from].clone();
+                let cap = self.cap[&from];
+                let result = if self.alive.contains(&to.id) {
+                    self.node(to.id)
+                        .handle_child_request(now, &me, cap, replaces)
+                        .map_err(Some)
+                } else {
+                    Err(None)
+                };
+                self.node(from).handle_attach_result(now, &to, result);
+            }
+            Action::Detach(parent) => {
+                if self.alive.contains(&parent) {
+                    self.node(parent).handle_child_gone(&from);
+                }
+            }
+            Action::SendTree { child, info } => {
+                if self.alive.contains(&child) {
+                    self.node(child).handle_tree(now, &from, info);
+                }
+            }
+            Action::SendStatus {
+                free,
+                subtree,
+                room,
+            } => {
+                let parent = self.nodes[&from].parent().map(|p| p.id);
+                if let Some(p) = parent
+                    && self.alive.contains(&p)
+                {
+                    self.node(p).handle_child_status(&from, free, subtree, room);
+                }
+            }
+            Action::Handover(cands) => {
+                let kids: Vec<NodeId> = self.nodes[&from].children().map(|(id, _)| *id).collect();
+                for k in kids {
+                    if self.alive.contains(&k) {
+                        self.node(k).handle_goodbye(now, &from, cands.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.alive.remove(&id);
+        let now = self.now;
+        let ids: Vec<NodeId> = self.alive.iter().copied().collect();
+        for n in ids {
+            let node = self.node(n);
+            if node.parent().is_some_and(|p| p.id == id) {
+                node.handle_parent_lost(now, &id);
+            }
+            node.handle_child_gone(&id);
+        }
+        self.run();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .filter(|(id, _)| self.alive.contains(id))
+                .filter_map(|(_, n)| n.poll_timeout())
+                .filter(|t| *t <= end)
+                .min();
+            let Some(t) = next else { break };
+            self.now = t.max(self.now);
+            let now = self.now;
+            let ids: Vec<NodeId> = self.alive.iter().copied().collect();
+            for id in ids {
+                if self.nodes[&id].poll_timeout().is_some_and(|x| x <= now) {
+                    self.node(id).handle_timeout(now);
+                }
+            }
+            self.run();
+        }
+        self.now = end;
+    }
+
+    /// Every alive node is attached under an alive parent, there is no cycle, parent and
+    /// child agree, and no node has more children than it allows.
+    fn check(&self) {
+        let origin = self.origin.expect("origin");
+        for &id in &self.alive {
+            let n = &self.nodes[&id];
+            assert!(
+                n.child_count() as u32 <= self.cap[&id],
+                "capacity exceeded at {id:?}"
+            );
+            for (c, _) in n.children() {
+                assert!(self.alive.contains(c), "{id:?} keeps dead child {c:?}");
+                assert_eq!(
+                    self.nodes[c].parent().map(|p| p.id),
+                    Some(id),
+                    "child {c:?} disagrees"
+                );
+            }
+            if id == origin {
+                continue;
+            }
+            let mut cur = id;
+            let mut hops = 0;
+            while cur != origin {
+                let p = self.nodes[&cur]
+                    .parent()
+                    .unwrap_or_else(|| panic!("{cur:?} is detached"));
+                assert!(self.alive.contains(&p.id), "{cur:?} has a dead parent");
+                assert!(
+                    self.nodes[&p.id].children().any(|(c, _)| *c == cur),
+                    "{:?} does not list {cur:?}",
+                    p.id
+                );
+                cur = p.id;
+                hops += 1;
+                assert!(hops <= self.nodes.len(), "cycle through {id:?}");
+            }
+            assert_eq!(
+                self.nodes[&id].depth(),
+                Some(hops as u32),
+                "depth of {id:?}"
+            );
+        }
+    }
+
+    fn count(&self, f: impl Fn(&OverlayEvent) -> bool) -> usize {
+        self.events.iter().filter(|(_, e)| f(e)).count()
+    }
+}
+
+#[test]
+fn equidistant_joiners_build_the_shallowest_tree() {
+    let mut net = Net::new();
+    let o = net.add(2, (10.0, 10.0));
+    let mut ids = Vec::new();
+    for _ in 0..14 {
+        // All at the same place: every candidate is a near-tie, so the shallowest wins.
+        let n = net.add(2, (10.0, 10.0));
+        net.join(n, o);
+        ids.push(n);
+    }
+    net.check();
+    assert_eq!(net.count(|e| matches!(e, OverlayEvent::Joined { .. })), 14);
+    // 1 + 2 + 4 + 8 = 15: a full binary tree of depth 3.
+    let max_depth = ids.iter().filter_map(|i| net.nodes[i].depth()).max();
+    assert_eq!(max_depth, Some(3));
+}
+
+#[test]
+fn joiners_spread_out_stay_within_capacity() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    for i in 0..30 {
+        let n = net.add(2, (f64::from(i * 7 % 50), f64::from(i * 13 % 40)));
+        net.join(n, o);
+    }
+    net.check();
+    assert_eq!(net.count(|e| matches!(e, OverlayEvent::Joined { .. })), 30);
+}
+
+#[test]
+fn joiner_picks_the_nearest_parent_with_room() {
+    let mut net = Net::new();
+    let o = net.add(4, (0.0, 0.0));
+    let far = net.add(4, (100.0, 0.0));
+    let near = net.add(4, (10.0, 50.0));
+    net.join(far, o);
+    net.join(near, o);
+    let x = net.add(2, (100.0, 5.0)); // next to `far`
+    net.join(x, o);
+    assert_eq!(net.nodes[&x].parent().map(|p| p.id), Some(far));
+    net.check();
+}
+
+#[test]
+fn near_ties_prefer_the_shallower_parent() {
+    let mut net = Net::new();
+    let o = net.add(4, (0.0, 0.0));
+    let r = net.add(4, (1.0, 0.0));
+    net.join(r, o);
+    // Equally near to the origin and to r (within the tie margin): the origin wins.
+    let x = net.add(2, (0.5, 3.0));
+    net.join(x, r);
+    assert_eq!(net.nodes[&x].parent().map(|p| p.id), Some(o));
+}
+
+#[test]
+fn a_full_parent_redirects_below_itself() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(2, (5.0, 0.0));
+    net.join(a, o);
+    let b = net.add(2, (1.0, 0.0)); // nearer the origin, but the origin is full
+    net.join(b, o);
+    assert_eq!(net.nodes[&b].parent().map(|p| p.id), Some(a));
+    net.check();
+}
+
+#[test]
+fn watch_only_nodes_leave_the_last_slot_to_forwarders() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let viewer = net.add(0, (1.0, 0.0));
+    net.join(viewer, o);
+    assert_eq!(net.nodes[&viewer].parent().map(|p| p.id), Some(o));
+    // One slot left at the origin: a second watch-only node may not take it...
+    let viewer2 = net.add(0, (1.0, 1.0));
+    net.join(viewer2, o);
+    assert!(
+        net.nodes[&viewer2].parent().is_none(),
+        "refused, nowhere else to go yet"
+    );
+    // ...but a relay may, and then the viewer finds room below it.
+    let relay = net.add(4, (2.0, 0.0));
+    net.join(relay, o);
+    assert_eq!(net.nodes[&relay].parent().map(|p| p.id), Some(o));
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.nodes[&viewer2].parent().map(|p| p.id), Some(relay));
+    net.check();
+}
+
+#[test]
+fn a_node_never_accepts_its_ancestor() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let a = net.add(2, (10.0, 0.0));
+    net.join(a, o);
+    let b = net.add(2, (20.0, 0.0));
+    net.join(b, a);
+    assert_eq!(net.nodes[&b].parent().map(|p| p.id), Some(a));
+    let a_addr = net.addr[&a].clone();
+    let now = net.now;
+    let r = net.node(b).handle_child_request(now, &a_addr, 2, None);
+    assert!(matches!(
+        r,
+        Err(Refused {
+            why: Refusal::WouldLoop,
+            ..
+        })
+    ));
+    let o_addr = net.addr[&o].clone();
+    let r = net.node(a).handle_child_request(now, &o_addr, 2, None);
+    assert!(matches!(
+        r,
+        Err(Refused {
+            why: Refusal::WouldLoop,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_node_that_finds_itself_in_its_path_leaves() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let now = net.now;
+    let forged = TreeInfo {
+        rooted: true,
+        path: vec![o, a],
+        backups: vec![],
+    };
+    net.node(a).handle_tree(now, &o, forged);
+    net.run();
+    assert_eq!(net.count(|e| *e == OverlayEvent::LoopDetected), 1);
+    // It re-joined (via the origin, the only node it knows).
+    net.advance(Duration::from_secs(10));
+    assert_eq!(net.nodes[&a].parent().map(|p| p.id), Some(o));
+    net.check();
+}
+
+#[test]
+fn orphans_reattach_to_their_grandparent_first() {
+    let mut net = Net::new();
+    let o = net.add(3, (0.0, 0.0));
+    let a = net.add(2, (30.0, 0.0));
+    net.join(a, o);
+    let kids: Vec<NodeId> = (0..2)
+        .map(|i| {
+            let k = net.add(2, (30.0, 1.0 + f64::from(i)));
+            net.join(k, a);
+            k
+        })
+        .collect();
+    for k in &kids {
+        assert_eq!(net.nodes[k].parent().map(|p| p.id), Some(a));
+    }
+    net.crash(a);
+    net.check();
+    for k in &kids {
+        assert_eq!(
+            net.nodes[k].parent().map(|p| p.id),
+            Some(o),
+            "grandparent first"
+        );
+    }
+    assert_eq!(net.count(|e| matches!(e, OverlayEvent::Repaired { .. })), 2);
+}
+
+#[test]
+fn subtree_of_a_crashed_node_is_not_rooted_until_repaired() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(1, (1.0, 0.0));
+    net.join(a, o);
+    let b = net.add(1, (2.0, 0.0));
+    net.join(b, o);
+    let c = net.add(1, (3.0, 0.0));
+    net.join(c, o);
+    assert_eq!(net.nodes[&c].depth(), Some(3));
+    // Crash a: b re-attaches to the origin at once; c follows b.
+    net.crash(a);
+    net.check();
+    assert_eq!(net.nodes[&b].parent().map(|p| p.id), Some(o));
+    assert_eq!(net.nodes[&c].depth(), Some(2));
+}
+
+#[test]
+fn graceful_leave_hands_children_over() {
+    let mut net = Net::new();
+    let o = net.add(4, (0.0, 0.0));
+    let a = net.add(2, (30.0, 0.0));
+    net.join(a, o);
+    let kids: Vec<NodeId> = (0..2)
+        .map(|i| {
+            let k = net.add(2, (30.0, 1.0 + f64::from(i)));
+            net.join(k, a);
+            k
+        })
+        .collect();
+    let now = net.now;
+    net.node(a).handle_leave(now);
+    net.run();
+    assert_eq!(net.count(|e| *e == OverlayEvent::ChildrenHandedOver), 1);
+    assert_eq!(net.nodes[&a].child_count(), 0);
+    for k in &kids {
+        assert_eq!(net.nodes[k].parent().map(|p| p.id), Some(o));
+    }
+    assert_eq!(net.count(|e| matches!(e, OverlayEvent::Moved { .. })), 2);
+    // The leaver goes; nobody notices.
+    net.crash(a);
+    assert_eq!(net.count(|e| matches!(e, OverlayEvent::Orphaned { .. })), 0);
+    net.check();
+}
+
+#[test]
+fn improvement_moves_up_once_and_never_oscillates() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let x = net.add(2, (1.0, 1.0));
+    net.join(x, o);
+    assert_eq!(net.nodes[&x].depth(), Some(2));
+    // A slot opens at the origin: `a` leaves in order and its child is handed over.
+    let now = net.now;
+    net.node(a).handle_leave(now);
+    net.run();
+    net.crash(a);
+    assert_eq!(net.nodes[&x].depth(), Some(1));
+    // Over many improvement periods nothing better appears: no move.
+    let moves = net.count(|e| matches!(e, OverlayEvent::Moved { .. }));
+    net.advance(Duration::from_secs(300));
+    assert_eq!(
+        net.count(|e| matches!(e, OverlayEvent::Moved { .. })),
+        moves
+    );
+    net.check();
+}
+
+#[test]
+fn improvement_finds_a_shallower_parent() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let b = net.add(2, (2.0, 0.0));
+    net.join(b, o);
+    let x = net.add(0, (1.0, 1.0));
+    net.join(x, a);
+    assert_eq!(net.nodes[&x].depth(), Some(2));
+    // b leaves: the origin now has a free slot; x is watch-only, so the reserve keeps it
+    // at depth 2 (the slot is for forwarders), while a forwarder at depth 2 moves up.
+    let y = net.add(2, (1.0, 2.0));
+    net.join(y, a);
+    let now = net.now;
+    net.node(b).handle_leave(now);
+    net.run();
+    net.crash(b);
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.nodes[&y].depth(), Some(1), "the forwarder moved up");
+    assert_eq!(
+        net.nodes[&x].depth(),
+        Some(2),
+        "the watch-only node stayed at the edge"
+    );
+    net.check();
+}
+
+#[test]
+fn random_joins_crashes_and_leaves_keep_the_tree_sound() {
+    // A deterministic pseudo-random scenario: joins through random members, crashes and
+    // graceful leaves interleaved; the invariants hold after every step.
+    let mut net = Net::new();
+    let o = net.add(3, (0.0, 0.0));
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let mut members = vec![o];
+    for step in 0..150 {
+        let r = rand(10);
+        if r < 7 || members.len() < 5 {
+            let cap = [0, 2, 2, 3, 4][rand(5) as usize] as u32;
+            let n = net.add(cap, (rand(100) as f64, rand(100) as f64));
+            let via = members[rand(members.len() as u64) as usize];
+            net.join(n, via);
+            members.push(n);
+        } else if r < 9 {
+            let i = 1 + rand(members.len() as u64 - 1) as usize;
+            let victim = members.remove(i);
+            net.crash(victim);
+        } else {
+            let i = 1 + rand(members.len() as u64 - 1) as usize;
+            let leaver = members.remove(i);
+            let now = net.now;
+            net.node(leaver).handle_leave(now);
+            net.run();
+            net.crash(leaver);
+        }
+        net.advance(Duration::from_secs(5));
+        // Watch-only nodes may wait for room; everyone else must be attached.
+        let waiting: Vec<_> = members
+            .iter()
+            .filter(|m| **m != o && net.nodes[m].parent().is_none())
+            .collect();
+        assert!(
+            waiting.iter().all(|m| net.cap[m] == 0) || waiting.is_empty(),
+            "step {step}: forwarders left detached: {waiting:?}"
+        );
+        let alive: HashSet<NodeId> = net.alive.clone();
+        let attached: Vec<NodeId> = alive
+            .iter()
+            .copied()
+            .filter(|m| *m == o || net.nodes[m].parent().is_some())
+            .collect();
+        // Check the attached part.
+        let mut sub = Net {
+            alive: attached.into_iter().collect(),
+            ..Net::new()
+        };
+        std::mem::swap(&mut sub.nodes, &mut net.nodes);
+        sub.cap = net.cap.clone();
+        sub.origin = net.origin;
+        sub.check();
+        std::mem::swap(&mut sub.nodes, &mut net.nodes);
+    }
+}
