@@ -1,0 +1,218 @@
+//! Finding a parent: probing, choosing, attaching, repairing.
+
+use std::time::Instant;
+
+use super::{Action, Overlay, OverlayEvent, Parent, Phase, Seeking};
+use crate::proto::addr::PeerAddr;
+use crate::proto::id::NodeId;
+use crate::proto::tree_msg::TreeInfo;
+
+impl Overlay {
+    pub(super) fn seek(&mut self, now: Instant) {
+        if self.config.pinned
+            && let Some(first) = self.bootstrap.first().cloned()
+        {
+            let mut queue = vec![first];
+            if let Some(p) = &self.parent {
+                queue.retain(|a| a.id != p.addr.id);
+            }
+            self.try_next(now, queue);
+            return;
+        }
+        self.probed_this_join.clear();
+        let targets: Vec<PeerAddr> = self.bootstrap.clone();
+        self.probe(now, 0, targets);
+    }
+
+    pub(super) fn probe(&mut self, now: Instant, round: usize, targets: Vec<PeerAddr>) {
+        let mut outstanding = Vec::new();
+        for t in targets {
+            if t.id == self.me || !self.probed_this_join.insert(t.id) {
+                continue;
+            }
+            outstanding.push(t.id);
+            self.actions.push_back(Action::Probe(t));
+        }
+        if outstanding.is_empty() {
+            self.phase = Phase::Probing {
+                round,
+                outstanding,
+                deadline: now,
+            };
+            self.after_probe_round(now);
+            return;
+        }
+        self.phase = Phase::Probing {
+            round,
+            outstanding,
+            deadline: now + self.config.probe_timeout,
+        };
+    }
+
+    pub(super) fn after_probe_round(&mut self, now: Instant) {
+        let Phase::Probing { round, .. } = self.phase else {
+            return;
+        };
+        let exclude = self.exclude_list();
+        let best = self
+            .known
+            .best(
+                now,
+                self.config.near_tie,
+                self.config.near_tie_abs,
+                &exclude,
+            )
+            .map(|k| (k.cand.addr.clone(), k.cand.depth));
+        let probed: Vec<NodeId> = self.probed_this_join.iter().copied().collect();
+        let mut ex = exclude.clone();
+        ex.extend(probed);
+        let next = self.known.to_probe(now, self.config.probe_fanout, &ex);
+        // Follow the candidates one more round while unmeasured ones with room remain:
+        // a deeper node may well be nearer.
+        let promising = next
+            .iter()
+            .any(|a| self.known.get(&a.id).is_some_and(|k| k.cand.free > 0));
+        if round + 1 < self.config.probe_rounds && promising {
+            self.probe(now, round + 1, next);
+            return;
+        }
+        match best {
+            Some((addr, _)) => {
+                let queue = self.known.fallbacks(now, &[], &exclude);
+                let mut q = vec![addr.clone()];
+                q.extend(queue.into_iter().filter(|a| *a != addr));
+                self.try_next(now, q);
+            }
+            None => {
+                // Nobody with room: try again after a pause.
+                self.phase = Phase::Backoff {
+                    deadline: now + self.config.probe_timeout,
+                };
+            }
+        }
+    }
+
+    pub(super) fn exclude_list(&self) -> Vec<NodeId> {
+        let mut v = vec![self.me];
+        v.extend(self.children.keys().copied());
+        if let Some(p) = &self.parent {
+            v.push(p.addr.id);
+        }
+        v
+    }
+
+    /// Attach to the first of `queue`, keeping the rest for failures.
+    pub(super) fn try_next(&mut self, now: Instant, queue: Vec<PeerAddr>) {
+        self.try_next_replacing(now, queue, None);
+    }
+
+    pub(super) fn try_next_replacing(
+        &mut self,
+        now: Instant,
+        mut queue: Vec<PeerAddr>,
+        replaces: Option<NodeId>,
+    ) {
+        let exclude = self.exclude_list();
+        queue.retain(|a| !exclude.contains(&a.id));
+        if queue.is_empty() {
+            if self.seeking == Seeking::Move || self.seeking == Seeking::None {
+                // A move that found nowhere to go: stay where we are (if we still can).
+                if self.parent.is_some() {
+                    self.seeking = Seeking::None;
+                    self.phase = Phase::Settled;
+                    return;
+                }
+                self.seeking = Seeking::Repair(now);
+            }
+            self.seek_by_probing(now);
+            return;
+        }
+        let to = queue.remove(0);
+        self.actions.push_back(Action::Attach {
+            to: to.clone(),
+            replaces,
+        });
+        self.phase = Phase::Attaching {
+            to,
+            queue,
+            deadline: now + self.config.attach_timeout,
+            replaces,
+        };
+    }
+
+    pub(super) fn seek_by_probing(&mut self, now: Instant) {
+        if self.config.pinned {
+            // A given parent: keep trying it (and nothing else) after a pause.
+            // A given parent: keep trying it (and nothing else), pausing between tries.
+            self.phase = Phase::Backoff {
+                deadline: now + self.config.probe_timeout,
+            };
+            return;
+        }
+        self.probed_this_join.clear();
+        let mut targets = self.bootstrap.clone();
+        let exclude = self.exclude_list();
+        for a in self.known.to_probe(now, self.config.probe_fanout, &exclude) {
+            if !targets.contains(&a) {
+                targets.push(a);
+            }
+        }
+        self.probe(now, 0, targets);
+    }
+
+    pub(super) fn attached(&mut self, now: Instant, addr: PeerAddr, info: TreeInfo) {
+        for b in &info.backups {
+            self.known.hear(now, b);
+        }
+        let old = self.parent.take().map(|p| p.addr.id);
+        let new_id = addr.id;
+        let depth = info.path.len() as u32;
+        self.parent = Some(Parent { addr, info });
+        self.phase = Phase::Settled;
+        match self.seeking {
+            Seeking::Join(t) => self.events.push_back(OverlayEvent::Joined {
+                parent: new_id,
+                depth,
+                took: now.saturating_duration_since(t),
+            }),
+            Seeking::Repair(t) => self.events.push_back(OverlayEvent::Repaired {
+                parent: new_id,
+                took: now.saturating_duration_since(t),
+            }),
+            Seeking::Move | Seeking::None => {
+                if let Some(from) = old {
+                    self.events
+                        .push_back(OverlayEvent::Moved { from, to: new_id });
+                }
+            }
+        }
+        if let Some(old) = old
+            && old != new_id
+        {
+            self.actions.push_back(Action::Detach(old));
+        }
+        self.seeking = Seeking::None;
+        self.last_status = None;
+        self.status_changed();
+        self.tell_children();
+        if self.next_improve.is_none() {
+            self.schedule_improve(now);
+        }
+    }
+
+    pub(super) fn lose_parent(&mut self, now: Instant, old: NodeId, failed: bool) {
+        let backups = self
+            .parent
+            .take()
+            .map(|p| p.info.backups)
+            .unwrap_or_default();
+        if failed {
+            self.known.forget(&old);
+        }
+        self.seeking = Seeking::Repair(now);
+        // Our subtree is cut off from the origin until we re-attach.
+        self.tell_children();
+        let queue = self.known.fallbacks(now, &backups, &[self.me, old]);
+        self.try_next(now, queue);
+    }
+}
