@@ -285,8 +285,8 @@ async fn serve_child(
         loop {
             tokio::select! {
                 m = read_control(shared, conn, addr, recv, dec) => match m? {
-                    Some(ControlMessage::Status { free, subtree, room }) => {
-                        lock(&shared.overlay).handle_child_status(&peer, free, subtree, room);
+                    Some(ControlMessage::Status { free, subtree, rooms }) => {
+                        lock(&shared.overlay).handle_child_status(&peer, free, subtree, rooms);
                         shared.kick.notify_one();
                     }
                     Some(ControlMessage::Goodbye { .. }) | None => {

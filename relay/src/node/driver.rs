@@ -144,7 +144,7 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
         Action::SendStatus {
             free,
             subtree,
-            room,
+            rooms,
         } => {
             let parent = lock(&shared.overlay).parent().map(|p| p.id);
             if let Some(p) = parent
@@ -153,7 +153,7 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
                 let _ = h.ctl.try_send(ControlMessage::Status {
                     free,
                     subtree,
-                    room,
+                    rooms,
                 });
             }
         }

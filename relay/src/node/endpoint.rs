@@ -47,8 +47,11 @@ fn parent_facing_transport(cfg: &NodeConfig) -> TransportConfig {
     t
 }
 
-/// Binds the endpoint that serves children and connects to parents.
-pub fn bind(cfg: &NodeConfig) -> Result<quinn::Endpoint, NodeError> {
+/// Binds the endpoint that serves children and connects to parents; with a link model,
+/// also returns the emulated socket (so the node can emulate a crash).
+pub fn bind(
+    cfg: &NodeConfig,
+) -> Result<(quinn::Endpoint, Option<Arc<super::netem::EmulatedSocket>>), NodeError> {
     let tls = tls::server_config(&cfg.identity)?;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsConfigError(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -61,10 +64,18 @@ pub fn bind(cfg: &NodeConfig) -> Result<quinn::Endpoint, NodeError> {
         Some(model) => {
             let socket = super::netem::EmulatedSocket::bind(cfg.listen, model.clone(), cfg.seed)
                 .map_err(bind_err)?;
-            super::netem::endpoint(quinn::EndpointConfig::default(), Some(server), socket)
-                .map_err(bind_err)
+            let ep = super::netem::endpoint(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket.clone(),
+            )
+            .map_err(bind_err)?;
+            Ok((ep, Some(socket)))
         }
-        None => quinn::Endpoint::server(server, cfg.listen).map_err(bind_err),
+        None => Ok((
+            quinn::Endpoint::server(server, cfg.listen).map_err(bind_err)?,
+            None,
+        )),
     }
 }
 

@@ -123,9 +123,10 @@ impl NodeConfig {
             },
             cache_groups: 2,
             connect_timeout: Duration::from_secs(5),
-            // A crashed parent is noticed within a second.
-            idle_timeout: Duration::from_millis(900),
-            keep_alive: Duration::from_millis(200),
+            // A crashed parent is noticed within ~0.45 s, so that with the repair a viewer
+            // with a 1 s playout buffer does not stall.
+            idle_timeout: Duration::from_millis(450),
+            keep_alive: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(5),
             ingest_rate_limit: None,
             link_model: None,
@@ -226,13 +227,14 @@ pub struct Node {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
+    socket: Option<Arc<netem::EmulatedSocket>>,
 }
 
 impl Node {
     /// Binds the endpoint, and if a parent is configured, connects and subscribes to it
     /// (an error if that first attempt fails; later losses are retried).
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let endpoint = endpoint::bind(&config)?;
+        let (endpoint, socket) = endpoint::bind(&config)?;
         let local_addr = endpoint.local_addr().map_err(|cause| NodeError::Bind {
             addr: config.listen,
             cause,
@@ -284,6 +286,7 @@ impl Node {
             shared,
             endpoint,
             local_addr,
+            socket,
         };
         if !origin {
             // Wait for the first attach, or for every entry point to have failed.
@@ -462,15 +465,18 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
-    /// Vanishes without a word (no close frames): peers notice only by the idle
-    /// timeout, exactly as with a crashed process.
+    /// Vanishes without a word, like a crashed host: with an emulated link (see
+    /// [`NodeConfig::link_model`]) nothing is sent or received any more; peers notice only
+    /// by their idle timeout. Without one, connections are abandoned and the endpoint is
+    /// moved to a fresh socket, which peers see the same way in practice.
     pub fn crash(&self) {
-        self.shared.shutdown.send_replace(true);
-        lock(&self.shared.hub).close_all();
-        // Rebinding to a dead socket makes every later datagram vanish.
-        if let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") {
+        if let Some(s) = &self.socket {
+            s.kill();
+        } else if let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") {
             let _ = self.endpoint.rebind(sock);
         }
+        self.shared.shutdown.send_replace(true);
+        lock(&self.shared.hub).close_all();
     }
 }
 

@@ -284,6 +284,8 @@ pub struct EmulatedSocket {
     shared: Arc<Shared>,
     model: Arc<dyn LinkModel>,
     local: SocketAddr,
+    /// A crashed host: nothing goes out, everything that comes in is discarded.
+    dead: AtomicBool,
 }
 
 impl fmt::Debug for EmulatedSocket {
@@ -323,12 +325,19 @@ impl EmulatedSocket {
             shared,
             model,
             local,
+            dead: AtomicBool::new(false),
         }))
     }
 
     /// The local address the socket is bound to.
     pub fn addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Emulates the host vanishing: from now on nothing is sent and everything received
+    /// is discarded, without any close message. Peers notice only by their idle timeout.
+    pub fn kill(&self) {
+        self.dead.store(true, AtomicOrdering::Relaxed);
     }
 
     /// What has happened to the datagrams sent so far.
@@ -435,6 +444,9 @@ impl AsyncUdpSocket for EmulatedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        if self.dead.load(AtomicOrdering::Relaxed) {
+            return Ok(());
+        }
         let link = self.model.link(self.local, transmit.destination);
         let now = Instant::now();
         // Defensive: `max_transmit_segments` is 1, but split any batch all the same.
@@ -454,7 +466,13 @@ impl AsyncUdpSocket for EmulatedSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.shared.inner.poll_recv(cx, bufs, meta)
+        loop {
+            let r = self.shared.inner.poll_recv(cx, bufs, meta);
+            match r {
+                Poll::Ready(Ok(_)) if self.dead.load(AtomicOrdering::Relaxed) => continue,
+                other => return other,
+            }
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

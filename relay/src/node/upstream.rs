@@ -81,7 +81,10 @@ pub(crate) async fn attach_and_run(
         Err(AttachError::Refused(e, refused)) => {
             debug!("{e}");
             lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Err(Some(refused)));
-            note_failure(&shared, &to, e);
+            // A refusal redirects a joiner; only a parent given by hand is final.
+            if shared.config.parent.is_some() {
+                note_failure(&shared, &to, e);
+            }
             shared.kick.notify_one();
         }
         Err(AttachError::Failed(e)) => {

@@ -41,6 +41,8 @@ const T_STATUS: u8 = 0x08;
 pub const MAX_RESUME_TRACKS: usize = 64;
 /// Longest `Refuse` reason, in bytes.
 pub const MAX_REASON: usize = 1024;
+/// Most rooms a `Status` may report.
+pub const MAX_ROOMS: usize = 4;
 
 /// Where a child wants a track to resume: the next sequence number it lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,8 +107,9 @@ pub enum ControlMessage {
         free: u32,
         /// Nodes in its subtree, itself included.
         subtree: u32,
-        /// The shallowest descendant with free slots (when it has none itself).
-        room: Option<Candidate>,
+        /// Descendants with free slots, shallowest first, spread over the subtree
+        /// (at most [`MAX_ROOMS`]).
+        rooms: Vec<Candidate>,
     },
 }
 
@@ -179,12 +182,12 @@ impl ControlMessage {
             ControlMessage::Status {
                 free,
                 subtree,
-                room,
+                rooms,
             } => {
                 body.put_u8(T_STATUS);
                 varint::put(&mut body, u64::from(*free));
                 varint::put(&mut body, u64::from(*subtree));
-                put_candidates(&mut body, room.as_slice());
+                put_candidates(&mut body, &rooms[..rooms.len().min(MAX_ROOMS)]);
             }
         }
         varint::put(out, body.len() as u64);
@@ -297,14 +300,18 @@ impl ControlMessage {
             T_STATUS => {
                 let free = get_u32_field(&mut body, "status free slots")?;
                 let subtree = get_u32_field(&mut body, "status subtree")?;
-                let mut rooms = get_candidates(&mut body)?;
-                if rooms.len() > 1 {
-                    return Err(DecodeError::Malformed("status carries more than one room"));
+                let rooms = get_candidates(&mut body)?;
+                if rooms.len() > MAX_ROOMS {
+                    return Err(DecodeError::TooMany {
+                        what: "status rooms",
+                        count: rooms.len() as u64,
+                        max: MAX_ROOMS as u64,
+                    });
                 }
                 ControlMessage::Status {
                     free,
                     subtree,
-                    room: rooms.pop(),
+                    rooms,
                 }
             }
             ty => {
@@ -497,12 +504,12 @@ mod tests {
             (
                 any::<u32>(),
                 any::<u32>(),
-                proptest::option::of(arb_candidate())
+                proptest::collection::vec(arb_candidate(), 0..=MAX_ROOMS)
             )
-                .prop_map(|(free, subtree, room)| ControlMessage::Status {
+                .prop_map(|(free, subtree, rooms)| ControlMessage::Status {
                     free,
                     subtree,
-                    room
+                    rooms
                 }),
         ]
     }

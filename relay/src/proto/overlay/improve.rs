@@ -72,6 +72,7 @@ impl Overlay {
             self.config.near_tie,
             self.config.near_tie_abs,
             &exclude,
+            None,
         ) else {
             return;
         };

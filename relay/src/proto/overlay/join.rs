@@ -25,6 +25,17 @@ impl Overlay {
     }
 
     pub(super) fn probe(&mut self, now: Instant, round: usize, targets: Vec<PeerAddr>) {
+        let deadline = now + self.config.probe_timeout;
+        self.probe_until(now, round, targets, deadline);
+    }
+
+    pub(super) fn probe_until(
+        &mut self,
+        now: Instant,
+        round: usize,
+        targets: Vec<PeerAddr>,
+        deadline: Instant,
+    ) {
         let mut outstanding = Vec::new();
         for t in targets {
             if t.id == self.me || !self.probed_this_join.insert(t.id) {
@@ -45,7 +56,7 @@ impl Overlay {
         self.phase = Phase::Probing {
             round,
             outstanding,
-            deadline: now + self.config.probe_timeout,
+            deadline,
         };
     }
 
@@ -61,6 +72,7 @@ impl Overlay {
                 self.config.near_tie,
                 self.config.near_tie_abs,
                 &exclude,
+                self.fresh_after,
             )
             .map(|k| (k.cand.addr.clone(), k.cand.depth));
         let probed: Vec<NodeId> = self.probed_this_join.iter().copied().collect();
@@ -78,15 +90,23 @@ impl Overlay {
         }
         match best {
             Some((addr, _)) => {
-                let queue = self.known.fallbacks(now, &[], &exclude);
+                // The chosen one first, then the others that answered with room, nearest
+                // first (while repairing, only those that answered this time).
+                let queue = self.known.ranked(now, &exclude, self.fresh_after);
                 let mut q = vec![addr.clone()];
                 q.extend(queue.into_iter().filter(|a| *a != addr));
                 self.try_next(now, q);
             }
             None => {
-                // Nobody with room: try again after a pause.
+                // Nobody with room: try again after a pause (short while repairing:
+                // slots free up as the tree notices the same failure).
+                let pause = if matches!(self.seeking, Seeking::Repair(_)) {
+                    self.config.repair_grace * 5
+                } else {
+                    self.config.probe_timeout
+                };
                 self.phase = Phase::Backoff {
-                    deadline: now + self.config.probe_timeout,
+                    deadline: now + pause,
                 };
             }
         }
@@ -142,7 +162,6 @@ impl Overlay {
 
     pub(super) fn seek_by_probing(&mut self, now: Instant) {
         if self.config.pinned {
-            // A given parent: keep trying it (and nothing else) after a pause.
             // A given parent: keep trying it (and nothing else), pausing between tries.
             self.phase = Phase::Backoff {
                 deadline: now + self.config.probe_timeout,
@@ -152,7 +171,14 @@ impl Overlay {
         self.probed_this_join.clear();
         let mut targets = self.bootstrap.clone();
         let exclude = self.exclude_list();
-        for a in self.known.to_probe(now, self.config.probe_fanout, &exclude) {
+        // Re-measure the parents we know (their free slots change) and try new ones.
+        let known = self.known.fallbacks(now, &[], &exclude);
+        let fresh = self.known.to_probe(now, self.config.probe_fanout, &exclude);
+        for a in known
+            .into_iter()
+            .take(self.config.probe_fanout)
+            .chain(fresh)
+        {
             if !targets.contains(&a) {
                 targets.push(a);
             }
@@ -192,6 +218,7 @@ impl Overlay {
             self.actions.push_back(Action::Detach(old));
         }
         self.seeking = Seeking::None;
+        self.fresh_after = None;
         self.last_status = None;
         self.status_changed();
         self.tell_children();
@@ -212,7 +239,26 @@ impl Overlay {
         self.seeking = Seeking::Repair(now);
         // Our subtree is cut off from the origin until we re-attach.
         self.tell_children();
-        let queue = self.known.fallbacks(now, &backups, &[self.me, old]);
-        self.try_next(now, queue);
+        let mut queue = self.known.fallbacks(now, &backups, &[self.me, old]);
+        if self.config.pinned {
+            self.try_next(now, queue);
+            return;
+        }
+        // Probe the backups (grandparent first) and other known parents all at once, and
+        // choose among those that answer: a crash often takes backups with it, and
+        // trying them one by one would cost a timeout each.
+        for b in &backups {
+            self.known.hear(now, b);
+        }
+        queue.truncate(self.config.probe_fanout);
+        self.probed_this_join.clear();
+        self.fresh_after = Some(now);
+        let last_round = self.config.probe_rounds.saturating_sub(1);
+        self.probe_until(
+            now,
+            last_round,
+            queue,
+            now + self.config.repair_probe_timeout,
+        );
     }
 }

@@ -19,6 +19,8 @@ pub(crate) struct Known {
     pub rooted: bool,
     /// When we last heard of it.
     pub seen: Instant,
+    /// When we last measured it ourselves.
+    pub measured: Option<Instant>,
     /// Don't try it again before this (it refused us or failed).
     pub avoid_until: Option<Instant>,
 }
@@ -63,6 +65,7 @@ impl KnownSet {
                         rtt: None,
                         rooted: true,
                         seen: now,
+                        measured: None,
                         avoid_until: None,
                     },
                 );
@@ -99,6 +102,7 @@ impl KnownSet {
                 rtt: Some(rtt),
                 rooted,
                 seen: now,
+                measured: Some(now),
                 avoid_until: avoid_until.filter(|t| *t > now),
             },
         );
@@ -143,18 +147,22 @@ impl KnownSet {
 
     /// The best measured parent with room: the nearest, preferring shallower ones among
     /// those within `tie` (relative) + `tie_abs` of the nearest.
+    /// With `fresh_after`, only candidates measured since then count (after a crash,
+    /// older measurements may describe dead nodes).
     pub fn best(
         &self,
         now: Instant,
         tie: f64,
         tie_abs: Duration,
         exclude: &[NodeId],
+        fresh_after: Option<Instant>,
     ) -> Option<&Known> {
         let eligible: Vec<&Known> = self
             .map
             .values()
             .filter(|k| {
                 k.rtt.is_some()
+                    && fresh_after.is_none_or(|t| k.measured.is_some_and(|m| m >= t))
                     && k.rooted
                     && k.cand.free > 0
                     && self.usable(k, now)
@@ -167,6 +175,30 @@ impl KnownSet {
             .into_iter()
             .filter(|k| k.rtt.is_some_and(|r| r <= limit))
             .min_by_key(|k| (k.cand.depth, k.rtt, k.cand.addr.id))
+    }
+
+    /// Every measured, rooted candidate with room (measured since `fresh_after`, if
+    /// given), nearest first.
+    pub fn ranked(
+        &self,
+        now: Instant,
+        exclude: &[NodeId],
+        fresh_after: Option<Instant>,
+    ) -> Vec<PeerAddr> {
+        let mut v: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| {
+                k.rtt.is_some()
+                    && fresh_after.is_none_or(|t| k.measured.is_some_and(|m| m >= t))
+                    && k.rooted
+                    && k.cand.free > 0
+                    && self.usable(k, now)
+                    && !exclude.contains(&k.cand.addr.id)
+            })
+            .collect();
+        v.sort_by_key(|k| (k.rtt, k.cand.addr.id));
+        v.into_iter().map(|k| k.cand.addr.clone()).collect()
     }
 
     /// Backup parents in preference order (given ones first, then measured ones by RTT).

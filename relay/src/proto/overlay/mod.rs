@@ -54,7 +54,7 @@ struct Child {
     capacity: u32,
     free: u32,
     subtree: u32,
-    room: Option<Candidate>,
+    rooms: Vec<Candidate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,8 +104,10 @@ pub struct Overlay {
     bootstrap: Vec<PeerAddr>,
     probed_this_join: HashSet<NodeId>,
     improving: Option<(Vec<NodeId>, Instant)>,
+    /// While repairing: only parents measured since then are chosen.
+    fresh_after: Option<Instant>,
     next_improve: Option<Instant>,
-    last_status: Option<(u32, u32, Option<Candidate>)>,
+    last_status: Option<(u32, u32, Vec<Candidate>)>,
     rng: u64,
     actions: VecDeque<Action>,
     events: VecDeque<OverlayEvent>,
@@ -126,6 +128,7 @@ impl Overlay {
             bootstrap: Vec::new(),
             probed_this_join: HashSet::new(),
             improving: None,
+            fresh_after: None,
             next_improve: None,
             last_status: None,
             rng: seed | 1,
@@ -210,12 +213,13 @@ impl Overlay {
         let mut rooms: Vec<&Candidate> = kids
             .iter()
             .filter(|(_, c)| c.free == 0)
-            .filter_map(|(_, c)| c.room.as_ref())
+            .flat_map(|(_, c)| c.rooms.iter())
             .collect();
         rooms.sort_by_key(|r| (r.depth, std::cmp::Reverse(r.free), r.addr.id));
         cands.extend(rooms.into_iter().cloned());
+        // And the full children themselves: probing one lists its own children.
         for (_, c) in &kids {
-            if c.free == 0 && c.room.is_none() {
+            if c.free == 0 {
                 cands.push(Candidate {
                     addr: c.addr.clone(),
                     depth: child_depth,
@@ -310,10 +314,29 @@ impl Overlay {
                 self.consider_move(now);
             }
         }
+        let mut round_done = false;
         if let Phase::Probing { outstanding, .. } = &mut self.phase {
             outstanding.retain(|id| *id != addr.id);
-            if outstanding.is_empty() {
-                self.after_probe_round(now);
+            round_done = outstanding.is_empty();
+        }
+        if round_done {
+            self.after_probe_round(now);
+        } else if self.fresh_after.is_some() && matches!(self.phase, Phase::Probing { .. }) {
+            // Repairing: once a live parent with room has answered, give the others only
+            // a moment more; the dead ones would never answer.
+            let exclude = self.exclude_list();
+            let found = self
+                .known
+                .best(
+                    now,
+                    self.config.near_tie,
+                    self.config.near_tie_abs,
+                    &exclude,
+                    self.fresh_after,
+                )
+                .is_some();
+            if found && let Phase::Probing { deadline, .. } = &mut self.phase {
+                *deadline = (*deadline).min(now + self.config.repair_grace);
             }
         }
     }
@@ -484,7 +507,7 @@ impl Overlay {
                 capacity,
                 free: capacity,
                 subtree: 1,
-                room: None,
+                rooms: Vec::new(),
             },
         );
         self.status_changed();
@@ -497,12 +520,17 @@ impl Overlay {
         child: &NodeId,
         free: u32,
         subtree: u32,
-        room: Option<Candidate>,
+        rooms: Vec<Candidate>,
     ) {
+        let me = self.me;
         if let Some(c) = self.children.get_mut(child) {
             c.free = free.min(c.capacity);
             c.subtree = subtree.max(1);
-            c.room = room.filter(|r| r.addr.id != self.me && r.free > 0);
+            c.rooms = rooms
+                .into_iter()
+                .filter(|r| r.addr.id != me && r.free > 0)
+                .take(crate::proto::control::MAX_ROOMS)
+                .collect();
             self.status_changed();
         }
     }

@@ -13,8 +13,8 @@ impl Overlay {
         }
     }
 
-    /// The tree position we give `child`: our path plus us, our parent as its first
-    /// backup, then its siblings with room.
+    /// The tree position we give `child`: our path plus us; as backups our parent first,
+    /// then our own backups, then the child's siblings with room.
     pub(super) fn info_for(&self, child: &NodeId) -> TreeInfo {
         let mut path = self.path().to_vec();
         path.push(self.me);
@@ -26,9 +26,19 @@ impl Overlay {
                 free: 0,
             });
         }
+        // Then our own backups: the great-grandparent and the child's uncles with room.
+        // These survive our crash, unlike the child's siblings (orphaned with it).
+        if let Some(p) = &self.parent {
+            for b in &p.info.backups {
+                if b.addr.id != *child && b.addr.id != self.me && backups.len() < 6 {
+                    backups.push(b.clone());
+                }
+            }
+        }
+        // Then the child's siblings with room (useful when we leave in order).
         let child_depth = self.depth().map_or(1, |d| d + 1);
         for (id, c) in &self.children {
-            if id != child && c.free > 0 && backups.len() < 6 {
+            if id != child && c.free > 0 && backups.len() < 8 {
                 backups.push(Candidate {
                     addr: c.addr.clone(),
                     depth: child_depth,
@@ -49,37 +59,49 @@ impl Overlay {
         cands
     }
 
-    /// Where our subtree has room (for our parent's probe replies): a child with free
-    /// slots, else the shallowest room our children reported.
-    pub(super) fn subtree_room(&self) -> Option<Candidate> {
+    /// Where our subtree has room (for our parent's probe replies): our children with
+    /// free slots, then the rooms our children reported, taken in turn from each child so
+    /// the list covers the whole subtree; shallowest first, at most `MAX_ROOMS`.
+    pub(super) fn subtree_rooms(&self) -> Vec<Candidate> {
+        let max = crate::proto::control::MAX_ROOMS;
         let child_depth = self.depth().map_or(1, |d| d + 1);
-        let direct = self
+        let mut out: Vec<Candidate> = self
             .children
             .values()
             .filter(|c| c.free > 0)
-            .max_by_key(|c| (c.free, std::cmp::Reverse(c.addr.id)))
             .map(|c| Candidate {
                 addr: c.addr.clone(),
                 depth: child_depth,
                 free: c.free,
-            });
-        direct.or_else(|| {
-            self.children
-                .values()
-                .filter_map(|c| c.room.clone())
-                .min_by_key(|r| (r.depth, std::cmp::Reverse(r.free), r.addr.id))
-        })
+            })
+            .collect();
+        out.sort_by_key(|c| (std::cmp::Reverse(c.free), c.addr.id));
+        out.truncate(max);
+        let lists: Vec<&Vec<Candidate>> = self.children.values().map(|c| &c.rooms).collect();
+        let mut i = 0;
+        while out.len() < max && lists.iter().any(|l| l.len() > i) {
+            for l in &lists {
+                if let Some(r) = l.get(i)
+                    && out.len() < max
+                    && !out.iter().any(|o| o.addr.id == r.addr.id)
+                {
+                    out.push(r.clone());
+                }
+            }
+            i += 1;
+        }
+        out.sort_by_key(|r| r.depth);
+        out
     }
 
     pub(super) fn status_changed(&mut self) {
         let free = self.free_slots();
-        let room = if free > 0 { None } else { self.subtree_room() };
-        let now = (free, self.subtree_size(), room);
+        let now = (free, self.subtree_size(), self.subtree_rooms());
         if self.last_status.as_ref() != Some(&now) && self.parent.is_some() {
             self.actions.push_back(Action::SendStatus {
                 free: now.0,
                 subtree: now.1,
-                room: now.2.clone(),
+                rooms: now.2.clone(),
             });
             self.last_status = Some(now);
         }

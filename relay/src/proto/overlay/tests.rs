@@ -159,13 +159,14 @@ impl Net {
             Action::SendStatus {
                 free,
                 subtree,
-                room,
+                rooms,
             } => {
                 let parent = self.nodes[&from].parent().map(|p| p.id);
                 if let Some(p) = parent
                     && self.alive.contains(&p)
                 {
-                    self.node(p).handle_child_status(&from, free, subtree, room);
+                    self.node(p)
+                        .handle_child_status(&from, free, subtree, rooms);
                 }
             }
             Action::Handover(cands) => {

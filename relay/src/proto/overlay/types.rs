@@ -22,6 +22,11 @@ pub struct OverlayConfig {
     pub probe_rounds: usize,
     /// How long to wait for a probe round.
     pub probe_timeout: Duration,
+    /// How long a repair waits for its (parallel) probes of backup parents.
+    pub repair_probe_timeout: Duration,
+    /// Once one live parent with room has answered a repair probe, how long to wait for
+    /// nearer ones.
+    pub repair_grace: Duration,
     /// How long to wait for an attach to succeed.
     pub attach_timeout: Duration,
     /// Near-tie: candidates within this fraction (plus `near_tie_abs`) of the nearest
@@ -45,10 +50,12 @@ impl Default for OverlayConfig {
             capacity: 4,
             origin: false,
             pinned: false,
-            probe_fanout: 6,
-            probe_rounds: 3,
+            probe_fanout: 8,
+            probe_rounds: 4,
             probe_timeout: Duration::from_millis(1500),
-            attach_timeout: Duration::from_secs(3),
+            repair_probe_timeout: Duration::from_millis(350),
+            repair_grace: Duration::from_millis(60),
+            attach_timeout: Duration::from_millis(1500),
             near_tie: 0.2,
             near_tie_abs: Duration::from_millis(2),
             improve_interval: Duration::from_secs(15),
@@ -89,8 +96,8 @@ pub enum Action {
         free: u32,
         /// Nodes in our subtree, us included.
         subtree: u32,
-        /// The shallowest descendant with free slots, if we have none ourselves.
-        room: Option<Candidate>,
+        /// Descendants with free slots (shallowest first, spread over our subtree).
+        rooms: Vec<Candidate>,
     },
     /// We are leaving: send every child a goodbye with these parents to move to.
     Handover(Vec<Candidate>),
