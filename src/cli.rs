@@ -121,9 +121,18 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// The parent to receive the stream from (NODE_ID@HOST:PORT, as printed by it).
-    #[arg(long, env = "TREECAST_PARENT")]
-    pub parent: PeerAddr,
+    /// Join the tree through these nodes (the origin or any member; NODE_ID@HOST:PORT,
+    /// repeat or separate with commas): the relay finds its own place.
+    #[arg(
+        long,
+        env = "TREECAST_JOIN",
+        value_delimiter = ',',
+        required_unless_present = "parent"
+    )]
+    pub join: Vec<PeerAddr>,
+    /// Attach to exactly this parent instead of finding a place (a fixed chain).
+    #[arg(long, env = "TREECAST_PARENT", conflicts_with = "join")]
+    pub parent: Option<PeerAddr>,
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -136,8 +145,16 @@ pub struct RelayArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The node to receive the stream from (NODE_ID@HOST:PORT).
-    pub parent: PeerAddr,
+    /// Nodes to join through (the origin or any member; NODE_ID@HOST:PORT): the viewer
+    /// finds its own place in the tree.
+    #[arg(value_name = "ADDR")]
+    pub addrs: Vec<PeerAddr>,
+    /// More nodes to join through (same as the positional addresses).
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<PeerAddr>,
+    /// Attach to exactly this parent instead of finding a place.
+    #[arg(long, conflicts_with_all = ["addrs", "join"])]
+    pub parent: Option<PeerAddr>,
     /// Decode and render to fake sinks (no window, no sound device needed).
     #[arg(long)]
     pub headless: bool,
@@ -162,9 +179,12 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Relays between the origin and the viewer.
+    /// Dedicated relays joining the origin.
     #[arg(long, default_value_t = 3)]
     pub relays: usize,
+    /// Extra headless viewers joining (besides the one that plays).
+    #[arg(long, default_value_t = 3)]
+    pub viewers: usize,
     /// Force headless playback even when a display is available.
     #[arg(long)]
     pub headless: bool,
@@ -228,6 +248,12 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn relay_needs_a_way_in() {
+        let e = Cli::try_parse_from(["treecast", "relay"]).unwrap_err();
+        assert!(e.to_string().contains("--join"), "{e}");
     }
 
     #[test]

@@ -5,19 +5,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
-use treecast_relay::node::{Identity, Node, NodeConfig, PeerAddr};
+use treecast_relay::node::{Identity, Node, NodeConfig, NodeId, PeerAddr};
 
 use crate::cli::{DemoArgs, EncodeArgs};
 use crate::publish::{self, Source};
 use crate::status;
 use crate::watch::{self as watch_cmd, PlayOptions};
 
-async fn node(parent: Option<PeerAddr>, max_children: usize) -> Result<Node> {
+/// A demo node; with `join`, it finds its own place in the tree through that node.
+async fn node(join: Option<PeerAddr>, max_children: usize) -> Result<Node> {
     let mut cfg = NodeConfig::new(
         Identity::generate().context("creating an identity")?,
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
-    cfg.parent = parent;
+    cfg.join = join.into_iter().collect();
     cfg.max_children = max_children;
     Node::start(cfg).await.context("starting a demo node")
 }
@@ -34,7 +35,8 @@ fn demo_source() -> Source {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let headless = args.headless || !watch_cmd::have_display();
-    let origin = node(None, 4).await?;
+    // A small origin fan-out, so the tree grows a few levels on one machine.
+    let origin = node(None, 2).await?;
     let origin_addr = origin.addr();
     let mut catalog = origin.catalog();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -77,32 +79,40 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
 async fn run_tree(args: &DemoArgs, headless: bool, origin: PeerAddr) -> Result<()> {
     println!("treecast demo: origin {origin}");
-    let mut relays: Vec<Node> = Vec::new();
+    println!("every node joins through the origin and finds its own place in the tree");
+    let mut nodes: Vec<(String, Node)> = Vec::new();
     for i in 0..args.relays {
-        let parent = relays
-            .last()
-            .map(Node::addr)
-            .unwrap_or_else(|| origin.clone());
-        let r = node(Some(parent), 4).await?;
-        println!("  relay {}: {}", i + 1, r.addr());
-        relays.push(r);
+        nodes.push((
+            format!("relay {}", i + 1),
+            node(Some(origin.clone()), 3).await?,
+        ));
+    }
+    for i in 0..args.viewers {
+        nodes.push((
+            format!("viewer {}", i + 1),
+            node(Some(origin.clone()), 2).await?,
+        ));
     }
     let joined_at = Instant::now();
-    let parent = relays
-        .last()
-        .map(Node::addr)
-        .unwrap_or_else(|| origin.clone());
-    let viewer = node(Some(parent), 2).await?;
+    let viewer = node(Some(origin.clone()), 2).await?;
+    let mut names: std::collections::HashMap<NodeId, String> = nodes
+        .iter()
+        .map(|(name, n)| (n.id(), name.clone()))
+        .collect();
+    names.insert(origin.id, "origin".into());
+    names.insert(viewer.id(), "player".into());
+    print_tree(
+        &names,
+        nodes.iter().map(|(_, n)| n).chain(std::iter::once(&viewer)),
+    );
     println!(
-        "  viewer:  {} ({})",
-        viewer.addr(),
+        "playing ({}); press Ctrl-C to stop",
         if headless {
             "headless: no display, status below"
         } else {
-            "window"
+            "in a window"
         }
     );
-    println!("press Ctrl-C to stop");
     let opts = PlayOptions {
         headless,
         record: None,
@@ -117,8 +127,8 @@ async fn run_tree(args: &DemoArgs, headless: bool, origin: PeerAddr) -> Result<(
     };
     let report = watch_cmd::play(&viewer, &opts, joined_at, stop).await;
     viewer.shutdown().await;
-    for r in relays.into_iter().rev() {
-        r.shutdown().await;
+    for (_, n) in nodes.into_iter().rev() {
+        n.shutdown().await;
     }
     let report = report?;
     println!(
@@ -133,4 +143,30 @@ async fn run_tree(args: &DemoArgs, headless: bool, origin: PeerAddr) -> Result<(
         watch_cmd::write_report(path, &report)?;
     }
     Ok(())
+}
+
+/// Prints who sits where: each node with its parent and depth.
+fn print_tree<'a>(
+    names: &std::collections::HashMap<NodeId, String>,
+    nodes: impl Iterator<Item = &'a Node>,
+) {
+    let mut rows: Vec<(u32, String, String)> = nodes
+        .map(|n| {
+            let s = n.stats();
+            let parent = n
+                .parent()
+                .and_then(|p| names.get(&p.id).cloned())
+                .unwrap_or_else(|| "-".into());
+            let name = names.get(&n.id()).cloned().unwrap_or_default();
+            (s.depth.unwrap_or(0), name, parent)
+        })
+        .collect();
+    rows.sort();
+    for (depth, name, parent) in rows {
+        println!(
+            "  {:indent$}{name} (depth {depth}, under {parent})",
+            "",
+            indent = 2 * depth as usize
+        );
+    }
 }

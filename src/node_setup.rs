@@ -68,18 +68,26 @@ pub fn identity(args: &NodeArgs, role: Role) -> Result<Identity> {
         .context("loading the node identity (use --ephemeral or --data-dir to choose another)")
 }
 
-pub fn config(args: &NodeArgs, role: Role, parent: Option<PeerAddr>) -> Result<NodeConfig> {
+/// A node configuration: the origin (no `parent`, no `join`), a node with a fixed
+/// `parent`, or one that finds its own place through the `join` nodes.
+pub fn config(
+    args: &NodeArgs,
+    role: Role,
+    parent: Option<PeerAddr>,
+    join: Vec<PeerAddr>,
+) -> Result<NodeConfig> {
     let mut c = NodeConfig::new(
         identity(args, role)?,
         args.listen.unwrap_or(role.default_listen()),
     );
     c.max_children = args.max_children.unwrap_or(role.default_max_children());
     c.parent = parent;
+    c.join = join;
     Ok(c)
 }
 
 pub async fn start(config: NodeConfig) -> Result<Node> {
-    let parent = config.parent.is_some();
+    let parent = config.parent.is_some() || !config.join.is_empty();
     let node = Node::start(config).await.map_err(anyhow::Error::new);
     match parent {
         true => node.context("cannot join the stream"),

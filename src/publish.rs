@@ -90,11 +90,12 @@ pub fn encode_settings(e: &EncodeArgs) -> Result<treecast_player::EncodeSettings
 
 pub async fn run(args: PublishArgs) -> Result<()> {
     let source = parse_source(&args.source, args.looping)?;
-    let node = node_setup::start(node_setup::config(&args.node, Role::Origin, None)?).await?;
+    let node =
+        node_setup::start(node_setup::config(&args.node, Role::Origin, None, vec![])?).await?;
     let addr = node_setup::public_addr(&node, &args.node);
     println!("treecast origin {addr}");
     println!("  watch with:  treecast watch {addr}");
-    println!("  relay with:  treecast relay --parent {addr}");
+    println!("  relay with:  treecast relay --join {addr}");
     let stop = async {
         tokio::select! {
             _ = status::shutdown_signal() => {}

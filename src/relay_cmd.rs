@@ -10,13 +10,21 @@ use crate::node_setup::{self, Role};
 use crate::status::{self, StatusLine, fmt_bytes_rate};
 
 pub async fn run(args: RelayArgs) -> Result<()> {
-    let mut cfg = node_setup::config(&args.node, Role::Relay, Some(args.parent.clone()))?;
+    let mut cfg = node_setup::config(
+        &args.node,
+        Role::Relay,
+        args.parent.clone(),
+        args.join.clone(),
+    )?;
     cfg.ingest_rate_limit = args.emulate_downlink_kbps.map(|k| k * 1000 / 8);
     let node = node_setup::start(cfg).await?;
     let addr = node_setup::public_addr(&node, &args.node);
     println!("treecast relay {addr}");
-    println!("  parent:      {}", args.parent);
+    if let Some(p) = node.parent() {
+        println!("  parent:      {p}");
+    }
     let status = StatusLine::new(true);
+    let mut events = node.events();
     let started = Instant::now();
     let mut tick = tokio::time::interval(status::STATUS_INTERVAL);
     let stop = async {
@@ -29,6 +37,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => status.show(&relay_status(&node, started)),
+            Ok(e) = events.recv() => crate::status::log_event(&e),
             _ = &mut stop => break,
         }
     }
@@ -44,8 +53,9 @@ pub fn relay_status(node: &Node, started: Instant) -> String {
         (Some(p), Some(rtt)) => format!("parent {} rtt {rtt:.1} ms", &p[..8.min(p.len())]),
         _ => "parent: reconnecting".to_string(),
     };
+    let depth = s.depth.map_or("-".to_string(), |d| d.to_string());
     format!(
-        "relay | {parent} | in {} frames {} | children {} | out {} | lost {} | dropped for slow children {}",
+        "relay | depth {depth} | {parent} | in {} frames {} | children {} | out {} | lost {} | dropped for slow children {}",
         s.frames_received,
         fmt_bytes_rate(s.bytes_received as f64 * 8.0 / secs),
         s.children,

@@ -37,6 +37,21 @@ impl StatusLine {
     }
 }
 
+/// One log line per significant tree event (quiet ones at debug level).
+pub fn log_event(e: &treecast_relay::node::NodeEvent) {
+    use treecast_relay::node::NodeEvent;
+    match e {
+        NodeEvent::ChildAttached { child, addr } => {
+            tracing::info!(child = %child.short(), %addr, "child attached")
+        }
+        NodeEvent::ChildDetached { child } => tracing::info!(child = %child.short(), "child left"),
+        NodeEvent::PeerMisbehaved { addr, code, reason } => {
+            tracing::warn!(%addr, %code, "peer misbehaved: {reason}")
+        }
+        _ => tracing::debug!("{e:?}"),
+    }
+}
+
 /// How often the status line refreshes.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 

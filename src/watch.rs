@@ -36,15 +36,22 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             "no display found (DISPLAY/WAYLAND_DISPLAY unset): use --headless to decode without a window"
         );
     }
-    let joined_at = Instant::now();
-    let cfg = node_setup::config(&args.node, Role::Viewer, Some(args.parent.clone()))?;
-    let node = node_setup::start(cfg).await?;
-    if !args.quiet {
-        eprintln!("watching via {}", args.parent);
-        eprintln!(
-            "relaying to others as {}",
-            node_setup::public_addr(&node, &args.node)
+    let mut join = args.addrs.clone();
+    join.extend(args.join.iter().cloned());
+    if join.is_empty() && args.parent.is_none() {
+        bail!(
+            "give the address of the origin or of any node in the tree: treecast watch NODE_ID@HOST:PORT"
         );
+    }
+    let joined_at = Instant::now();
+    let cfg = node_setup::config(&args.node, Role::Viewer, args.parent.clone(), join)?;
+    let node = node_setup::start(cfg).await?;
+    println!(
+        "treecast viewer {}",
+        node_setup::public_addr(&node, &args.node)
+    );
+    if let Some(p) = node.parent() {
+        println!("  parent:      {p}");
     }
     let stop = async {
         tokio::select! {

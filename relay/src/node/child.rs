@@ -154,13 +154,17 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         .await;
         match first {
             Ok(Ok(Some(ControlMessage::Probe))) => {
-                let (rooted, depth, free, capacity, candidates) =
-                    lock(&shared.overlay).probe_reply();
+                let (reply, movable) = {
+                    let o = lock(&shared.overlay);
+                    (o.probe_reply(), o.movable())
+                };
+                let (rooted, depth, free, capacity, candidates) = reply;
                 let reply = ControlMessage::ProbeReply {
                     rooted,
                     depth,
                     free,
                     capacity,
+                    movable,
                     candidates,
                 };
                 let _ = send.write_all(&reply.to_bytes()).await;

@@ -157,6 +157,9 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
                 });
             }
         }
+        Action::MoveChild { child, to } => {
+            send_child(shared, &child, ControlMessage::Goodbye { handover: to });
+        }
         Action::Handover(handover) => {
             let kids: Vec<NodeId> = lock(&shared.child_ctl).keys().copied().collect();
             for k in kids {

@@ -125,6 +125,7 @@ pub(crate) async fn probe(
                     rooted,
                     depth,
                     free,
+                    movable,
                     candidates,
                     ..
                 })) => {
@@ -132,6 +133,7 @@ pub(crate) async fn probe(
                         rooted,
                         depth,
                         free,
+                        movable,
                         candidates,
                     });
                 }

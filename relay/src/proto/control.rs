@@ -96,6 +96,8 @@ pub enum ControlMessage {
         free: u32,
         /// Child slots in all.
         capacity: u32,
+        /// Watch-only children a forwarding joiner may displace (it counts these as room).
+        movable: u32,
         /// Other parents it knows, nearest the joiner's likely position first.
         candidates: Vec<Candidate>,
     },
@@ -166,6 +168,7 @@ impl ControlMessage {
                 depth,
                 free,
                 capacity,
+                movable,
                 candidates,
             } => {
                 body.put_u8(T_PROBE_REPLY);
@@ -173,6 +176,7 @@ impl ControlMessage {
                 varint::put(&mut body, u64::from(*depth));
                 varint::put(&mut body, u64::from(*free));
                 varint::put(&mut body, u64::from(*capacity));
+                varint::put(&mut body, u64::from(*movable));
                 put_candidates(&mut body, candidates);
             }
             ControlMessage::Tree(t) => {
@@ -287,12 +291,14 @@ impl ControlMessage {
                 let depth = get_u32_field(&mut body, "probe reply depth")?;
                 let free = get_u32_field(&mut body, "probe reply free slots")?;
                 let capacity = get_u32_field(&mut body, "probe reply capacity")?;
+                let movable = get_u32_field(&mut body, "probe reply movable")?;
                 let candidates = get_candidates(&mut body)?;
                 ControlMessage::ProbeReply {
                     rooted,
                     depth,
                     free,
                     capacity,
+                    movable,
                     candidates,
                 }
             }
@@ -479,15 +485,16 @@ mod tests {
                 any::<bool>(),
                 any::<u32>(),
                 any::<u32>(),
-                any::<u32>(),
+                (any::<u32>(), any::<u32>()),
                 arb_candidates()
             )
-                .prop_map(|(rooted, depth, free, capacity, candidates)| {
+                .prop_map(|(rooted, depth, free, (capacity, movable), candidates)| {
                     ControlMessage::ProbeReply {
                         rooted,
                         depth,
                         free,
                         capacity,
+                        movable,
                         candidates,
                     }
                 }),

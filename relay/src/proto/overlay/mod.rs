@@ -194,6 +194,11 @@ impl Overlay {
         matches!(self.seeking, Seeking::Join(_) | Seeking::Repair(_))
     }
 
+    /// Watch-only children, which a forwarding joiner may displace.
+    pub fn movable(&self) -> u32 {
+        self.children.values().filter(|c| c.capacity == 0).count() as u32
+    }
+
     /// The answer to someone's probe.
     pub fn probe_reply(&self) -> (bool, u32, u32, u32, Vec<Candidate>) {
         let mut cands: Vec<Candidate> = Vec::new();
@@ -299,8 +304,14 @@ impl Overlay {
     ) {
         match result {
             Some((rtt, info)) => {
+                // A forwarder counts watch-only children as room: it may take their slot.
+                let free = if self.config.capacity > 0 {
+                    info.free.saturating_add(info.movable)
+                } else {
+                    info.free
+                };
                 self.known
-                    .probed(now, addr, rtt, info.rooted, info.depth, info.free);
+                    .probed(now, addr, rtt, info.rooted, info.depth, free);
                 for c in &info.candidates {
                     self.known.hear(now, c);
                 }
@@ -487,16 +498,41 @@ impl Overlay {
             self.children.remove(&r);
         } else {
             let free = self.free_slots();
-            let reserve = if self.config.capacity >= 2 {
+            // The last `reserve` slots are kept for forwarders while our subtree has room
+            // elsewhere for a watch-only joiner; otherwise it may have them.
+            let reserve = if self.config.capacity >= 2 && !self.subtree_rooms().is_empty() {
                 self.config.reserve
             } else {
                 0
             };
             let needed = if capacity == 0 { reserve + 1 } else { 1 };
             if free < needed {
-                return Err(Refused {
-                    why: Refusal::Full,
-                    redirect,
+                // A forwarder may take a watch-only child's slot; that child moves under
+                // the forwarder, one level further out.
+                let displace = (capacity > 0)
+                    .then(|| {
+                        self.children
+                            .iter()
+                            .filter(|(_, c)| c.capacity == 0)
+                            .map(|(id, _)| *id)
+                            .max()
+                    })
+                    .flatten();
+                let Some(victim) = displace else {
+                    return Err(Refused {
+                        why: Refusal::Full,
+                        redirect,
+                    });
+                };
+                self.children.remove(&victim);
+                let depth = self.depth().map_or(1, |d| d + 1);
+                self.actions.push_back(Action::MoveChild {
+                    child: victim,
+                    to: vec![Candidate {
+                        addr: addr.clone(),
+                        depth,
+                        free: capacity,
+                    }],
                 });
             }
         }

@@ -120,12 +120,14 @@ impl Net {
             Action::Probe(to) => {
                 let result = if self.alive.contains(&to.id) {
                     let (rooted, depth, free, _, candidates) = self.nodes[&to.id].probe_reply();
+                    let movable = self.nodes[&to.id].movable();
                     Some((
                         self.rtt(from, to.id),
                         ProbeInfo {
                             rooted,
                             depth,
                             free,
+                            movable,
                             candidates,
                         },
                     ))
@@ -167,6 +169,11 @@ impl Net {
                 {
                     self.node(p)
                         .handle_child_status(&from, free, subtree, rooms);
+                }
+            }
+            Action::MoveChild { child, to } => {
+                if self.alive.contains(&child) {
+                    self.node(child).handle_goodbye(now, &from, to);
                 }
             }
             Action::Handover(cands) => {
@@ -343,19 +350,26 @@ fn watch_only_nodes_leave_the_last_slot_to_forwarders() {
     let viewer = net.add(0, (1.0, 0.0));
     net.join(viewer, o);
     assert_eq!(net.nodes[&viewer].parent().map(|p| p.id), Some(o));
-    // One slot left at the origin: a second watch-only node may not take it...
+    // One slot left and nowhere else to go: a second watch-only node may take it...
     let viewer2 = net.add(0, (1.0, 1.0));
     net.join(viewer2, o);
-    assert!(
-        net.nodes[&viewer2].parent().is_none(),
-        "refused, nowhere else to go yet"
-    );
-    // ...but a relay may, and then the viewer finds room below it.
+    assert_eq!(net.nodes[&viewer2].parent().map(|p| p.id), Some(o));
+    // ...and a relay arriving at the full origin takes a watch-only node's slot; that
+    // viewer moves under the relay.
     let relay = net.add(4, (2.0, 0.0));
     net.join(relay, o);
     assert_eq!(net.nodes[&relay].parent().map(|p| p.id), Some(o));
     net.advance(Duration::from_secs(3));
-    assert_eq!(net.nodes[&viewer2].parent().map(|p| p.id), Some(relay));
+    net.check();
+    let under_relay = [viewer, viewer2]
+        .iter()
+        .filter(|v| net.nodes[v].parent().map(|p| p.id) == Some(relay))
+        .count();
+    assert_eq!(under_relay, 1, "one viewer moved one level out");
+    // With room under the relay, the last origin slot is kept for forwarders again.
+    let viewer3 = net.add(0, (1.0, 2.0));
+    net.join(viewer3, o);
+    assert_eq!(net.nodes[&viewer3].parent().map(|p| p.id), Some(relay));
     net.check();
 }
 

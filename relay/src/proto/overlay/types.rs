@@ -101,6 +101,14 @@ pub enum Action {
     },
     /// We are leaving: send every child a goodbye with these parents to move to.
     Handover(Vec<Candidate>),
+    /// Ask one child to move to these parents (it gave its slot to a forwarder); it stays
+    /// fed until it has moved.
+    MoveChild {
+        /// The child.
+        child: NodeId,
+        /// Where to go.
+        to: Vec<Candidate>,
+    },
 }
 
 /// Things worth logging or measuring.
@@ -171,6 +179,8 @@ pub struct ProbeInfo {
     pub depth: u32,
     /// Its free slots.
     pub free: u32,
+    /// Watch-only children a forwarder may displace.
+    pub movable: u32,
     /// Candidates it knows.
     pub candidates: Vec<Candidate>,
 }
