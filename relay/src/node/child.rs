@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::driver::ChildCtl;
 use super::error::{PeerError, describe_connection_error};
 use super::events::NodeEvent;
 use super::hub::{Subscriber, SubscriberKind, lock};
@@ -198,6 +199,12 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         }
     };
 
+    // A request for another child's slot stands only if that child has announced it is
+    // leaving or has gone silent (crashed): nobody takes a live sibling's place.
+    let replaces = match replaces {
+        Some(r) => slot_is_free(&shared, r).await.then_some(r),
+        None => None,
+    };
     // Admission: the overlay decides (capacity, rootedness, loops).
     let admitted =
         lock(&shared.overlay).handle_child_request(Instant::now(), &peer_addr, capacity, replaces);
@@ -227,6 +234,33 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
     lock(&shared.overlay).handle_child_gone(&peer);
     shared.kick.notify_one();
     result
+}
+
+/// Whether child `r`'s slot may be taken: it announced it is leaving, or it has sent
+/// nothing for a while (longer than its keep-alive interval): it crashed.
+async fn slot_is_free(shared: &Shared, r: NodeId) -> bool {
+    let Some(c) = lock(&shared.child_ctl).get(&r).cloned() else {
+        return false;
+    };
+    let before = c.conn.stats().udp_rx.datagrams;
+    // The leaver's announcement may still be on its way: watch for it a moment.
+    for _ in 0..4 {
+        if c.leaving.load(Ordering::Acquire) || c.conn.close_reason().is_some() {
+            return true;
+        }
+        tokio::time::sleep(shared.config.keep_alive / 2).await;
+    }
+    if c.leaving.load(Ordering::Acquire) {
+        return true;
+    }
+    let silent = c.conn.stats().udp_rx.datagrams == before;
+    if silent {
+        c.conn.close(
+            ErrorCode::GoingAway.value().into(),
+            b"silent: slot taken over",
+        );
+    }
+    silent
 }
 
 fn refusal_text(shared: &Shared, why: &Refusal) -> (ErrorCode, String) {
@@ -277,7 +311,15 @@ async fn serve_child(
     send.write_all(&out).await.map_err(|e| lost(addr, e))?;
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMessage>(64);
-    lock(&shared.child_ctl).insert(peer, ctl_tx.clone());
+    let leaving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    lock(&shared.child_ctl).insert(
+        peer,
+        ChildCtl {
+            tx: ctl_tx.clone(),
+            conn: conn.clone(),
+            leaving: leaving.clone(),
+        },
+    );
     let sub = subscribe_child(shared, peer, &resume);
     info!(child = %peer.short(), %addr, "child attached");
     shared.emit(NodeEvent::ChildAttached {
@@ -292,6 +334,9 @@ async fn serve_child(
                     Some(ControlMessage::Status { free, subtree, rooms }) => {
                         lock(&shared.overlay).handle_child_status(&peer, free, subtree, rooms);
                         shared.kick.notify_one();
+                    }
+                    Some(ControlMessage::Leaving) => {
+                        leaving.store(true, Ordering::Release);
                     }
                     Some(ControlMessage::Goodbye { .. }) | None => {
                         close(conn, ErrorCode::NoError, "goodbye");
@@ -320,7 +365,7 @@ async fn serve_child(
     };
     {
         let mut ctl = lock(&shared.child_ctl);
-        if ctl.get(&peer).is_some_and(|tx| tx.same_channel(&ctl_tx)) {
+        if ctl.get(&peer).is_some_and(|c| c.tx.same_channel(&ctl_tx)) {
             ctl.remove(&peer);
         }
     }
@@ -360,6 +405,7 @@ fn message_name(m: &ControlMessage) -> &'static str {
         ControlMessage::ProbeReply { .. } => "probe reply",
         ControlMessage::Tree(_) => "tree",
         ControlMessage::Status { .. } => "status",
+        ControlMessage::Leaving => "leaving",
     }
 }
 

@@ -26,8 +26,17 @@ pub(crate) struct ParentHandle {
     pub detach: Arc<Notify>,
 }
 
+/// A child's session, as other tasks see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildCtl {
+    pub tx: mpsc::Sender<ControlMessage>,
+    pub conn: quinn::Connection,
+    /// It announced it is leaving: its children may take its slot.
+    pub leaving: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Control channels to children, by child.
-pub(crate) type ChildChannels = Mutex<HashMap<NodeId, mpsc::Sender<ControlMessage>>>;
+pub(crate) type ChildChannels = Mutex<HashMap<NodeId, ChildCtl>>;
 
 /// Runs until shutdown.
 pub(crate) async fn run(
@@ -157,6 +166,14 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
                 });
             }
         }
+        Action::AnnounceLeave => {
+            let parent = lock(&shared.overlay).parent().map(|p| p.id);
+            if let Some(p) = parent
+                && let Some(h) = lock(&shared.parents).get(&p)
+            {
+                let _ = h.ctl.try_send(ControlMessage::Leaving);
+            }
+        }
         Action::MoveChild { child, to } => {
             send_child(shared, &child, ControlMessage::Goodbye { handover: to });
         }
@@ -176,8 +193,8 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
 }
 
 fn send_child(shared: &Shared, child: &NodeId, msg: ControlMessage) {
-    if let Some(tx) = lock(&shared.child_ctl).get(child) {
-        let _ = tx.try_send(msg);
+    if let Some(c) = lock(&shared.child_ctl).get(child) {
+        let _ = c.tx.try_send(msg);
     }
 }
 

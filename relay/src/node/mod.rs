@@ -155,8 +155,11 @@ pub struct NodeStats {
     pub child_dropped_groups: u64,
     /// Connections closed because the peer broke the protocol.
     pub protocol_errors: u64,
-    /// Children connected now.
+    /// Children (the slots the overlay counts against `max_children`).
     pub children: usize,
+    /// Sessions served: the children plus any that gave up their slot and are still
+    /// being fed until they finish moving away (briefly, during handovers).
+    pub sessions: usize,
     /// Bytes held in the group cache.
     pub cache_bytes: usize,
     /// The parent, if connected.
@@ -388,9 +391,14 @@ impl Node {
             df += d.frames;
             dg += d.groups;
         }
-        let (parent_id, depth, subtree) = {
+        let (parent_id, depth, subtree, children) = {
             let o = lock(&self.shared.overlay);
-            (o.parent().map(|p| p.id), o.depth(), o.subtree_size())
+            (
+                o.parent().map(|p| p.id),
+                o.depth(),
+                o.subtree_size(),
+                o.child_count(),
+            )
         };
         let parent = parent_id.and_then(|id| {
             lock(&self.shared.parents)
@@ -412,7 +420,8 @@ impl Node {
             child_dropped_frames: df,
             child_dropped_groups: dg,
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
-            children: hub.child_count(),
+            children,
+            sessions: hub.child_count(),
             cache_bytes: hub.cache_bytes(),
             parent_rtt_ms: parent.as_ref().map(|p| p.1),
             parent: parent.map(|p| p.0),

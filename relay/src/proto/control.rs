@@ -12,7 +12,8 @@
 //! | 0x05 | `Probe`      | joiner → node  | (none): who are you, whom do you know       |
 //! | 0x06 | `ProbeReply` | node → joiner  | rooted, depth, free, capacity, candidates   |
 //! | 0x07 | `Tree`       | parent → child | [`TreeInfo`]: rooted, path, backups         |
-//! | 0x08 | `Status`     | child → parent | free, subtree size, room (0/1 candidate)    |
+//! | 0x08 | `Status`     | child → parent | free, subtree size, rooms (≤ 4 candidates)  |
+//! | 0x09 | `Leaving`    | child → parent | (none): my children may ask for my slot     |
 //!
 //! Field encodings of candidates and tree info: [`super::tree_msg`].
 
@@ -36,6 +37,7 @@ const T_PROBE: u8 = 0x05;
 const T_PROBE_REPLY: u8 = 0x06;
 const T_TREE: u8 = 0x07;
 const T_STATUS: u8 = 0x08;
+const T_LEAVING: u8 = 0x09;
 
 /// Most resume points a `Subscribe` may carry.
 pub const MAX_RESUME_TRACKS: usize = 64;
@@ -103,6 +105,8 @@ pub enum ControlMessage {
     },
     /// Parent → child: your position in the tree (on attach and on every change).
     Tree(TreeInfo),
+    /// Child → parent: I am leaving in order; my children may ask for my slot.
+    Leaving,
     /// Child → parent: my free slots and subtree size (on change).
     Status {
         /// Free child slots.
@@ -163,6 +167,7 @@ impl ControlMessage {
                 put_candidates(&mut body, handover);
             }
             ControlMessage::Probe => body.put_u8(T_PROBE),
+            ControlMessage::Leaving => body.put_u8(T_LEAVING),
             ControlMessage::ProbeReply {
                 rooted,
                 depth,
@@ -279,6 +284,7 @@ impl ControlMessage {
                 handover: get_candidates(&mut body)?,
             },
             T_PROBE => ControlMessage::Probe,
+            T_LEAVING => ControlMessage::Leaving,
             T_PROBE_REPLY => {
                 if !body.has_remaining() {
                     return Err(DecodeError::Truncated("probe reply"));
@@ -481,6 +487,7 @@ mod tests {
             }),
             arb_candidates().prop_map(|handover| ControlMessage::Goodbye { handover }),
             Just(ControlMessage::Probe),
+            Just(ControlMessage::Leaving),
             (
                 any::<bool>(),
                 any::<u32>(),

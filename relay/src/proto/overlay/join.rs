@@ -134,6 +134,11 @@ impl Overlay {
     ) {
         let exclude = self.exclude_list();
         queue.retain(|a| !exclude.contains(&a.id));
+        if queue.is_empty() && self.repair_probe_due {
+            self.repair_probe_due = false;
+            self.repair_probe(now);
+            return;
+        }
         if queue.is_empty() {
             if self.seeking == Seeking::Move || self.seeking == Seeking::None {
                 // A move that found nowhere to go: stay where we are (if we still can).
@@ -219,6 +224,7 @@ impl Overlay {
         }
         self.seeking = Seeking::None;
         self.fresh_after = None;
+        self.repair_probe_due = false;
         self.last_status = None;
         self.status_changed();
         self.tell_children();
@@ -239,17 +245,27 @@ impl Overlay {
         self.seeking = Seeking::Repair(now);
         // Our subtree is cut off from the origin until we re-attach.
         self.tell_children();
-        let mut queue = self.known.fallbacks(now, &backups, &[self.me, old]);
+        let queue = self.known.fallbacks(now, &backups, &[self.me, old]);
         if self.config.pinned {
             self.try_next(now, queue);
             return;
         }
-        // Probe the backups (grandparent first) and other known parents all at once, and
-        // choose among those that answer: a crash often takes backups with it, and
-        // trying them one by one would cost a timeout each.
         for b in &backups {
             self.known.hear(now, b);
         }
+        self.repair_backups = backups;
+        // (Asking the grandparent for the dead parent's slot first was measured: it
+        // serialises a crashed relay's many orphans on one slot and made repairs slower
+        // on loopback, so all backups are probed at once instead.)
+        self.repair_probe(now);
+    }
+
+    /// Probes the backups (grandparent first) and other known parents all at once and
+    /// chooses among those that answer: a crash often takes backups with it, and trying
+    /// them one by one would cost a timeout each.
+    pub(super) fn repair_probe(&mut self, now: Instant) {
+        let exclude = self.exclude_list();
+        let mut queue = self.known.fallbacks(now, &self.repair_backups, &exclude);
         queue.truncate(self.config.probe_fanout);
         self.probed_this_join.clear();
         self.fresh_after = Some(now);

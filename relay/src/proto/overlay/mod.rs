@@ -106,6 +106,10 @@ pub struct Overlay {
     improving: Option<(Vec<NodeId>, Instant)>,
     /// While repairing: only parents measured since then are chosen.
     fresh_after: Option<Instant>,
+    /// The lost parent's backups, for the repair probe.
+    repair_backups: Vec<Candidate>,
+    /// The grandparent takeover was tried first; probe the backups if it fails.
+    repair_probe_due: bool,
     next_improve: Option<Instant>,
     last_status: Option<(u32, u32, Vec<Candidate>)>,
     rng: u64,
@@ -129,6 +133,8 @@ impl Overlay {
             probed_this_join: HashSet::new(),
             improving: None,
             fresh_after: None,
+            repair_backups: Vec::new(),
+            repair_probe_due: false,
             next_improve: None,
             last_status: None,
             rng: seed | 1,
@@ -586,6 +592,10 @@ impl Overlay {
     pub fn handle_leave(&mut self, _now: Instant) {
         self.phase = Phase::Leaving;
         self.seeking = Seeking::None;
+        // Tell our parent first: our children will ask it for our slot.
+        if self.parent.is_some() {
+            self.actions.push_back(Action::AnnounceLeave);
+        }
         self.next_improve = None;
         self.improving = None;
         if self.children.is_empty() {

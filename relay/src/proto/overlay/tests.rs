@@ -171,6 +171,7 @@ impl Net {
                         .handle_child_status(&from, free, subtree, rooms);
                 }
             }
+            Action::AnnounceLeave => {}
             Action::MoveChild { child, to } => {
                 if self.alive.contains(&child) {
                     self.node(child).handle_goodbye(now, &from, to);

@@ -99,6 +99,8 @@ pub enum Action {
         /// Descendants with free slots (shallowest first, spread over our subtree).
         rooms: Vec<Candidate>,
     },
+    /// We are leaving: tell the parent, whose slot for us our children may then take.
+    AnnounceLeave,
     /// We are leaving: send every child a goodbye with these parents to move to.
     Handover(Vec<Candidate>),
     /// Ask one child to move to these parents (it gave its slot to a forwarder); it stays
