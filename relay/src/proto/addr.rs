@@ -3,8 +3,8 @@
 //! The node id is part of the address because it is what the connection is verified
 //! against: a node prints its full address when it starts, and that is what others pass.
 
+use core::net::SocketAddr;
 use std::fmt;
-use std::net::SocketAddr;
 use std::str::FromStr;
 
 use thiserror::Error;

@@ -1,10 +1,14 @@
-//! Deterministic tests of the overlay: many state machines wired together by a tiny
-//! in-memory network (instant delivery, RTT from 2-D positions).
+//! Deterministic tests of the overlay state machine: many instances wired together by a
+//! tiny in-memory network (instant delivery, RTT from 2-D positions), driven only
+//! through its public API, as the node and the simulator drive it.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::*;
+use treecast_relay::proto::addr::PeerAddr;
+use treecast_relay::proto::id::NodeId;
+use treecast_relay::proto::overlay::*;
+use treecast_relay::proto::tree_msg::TreeInfo;
 
 struct Net {
     nodes: BTreeMap<NodeId, Overlay>,

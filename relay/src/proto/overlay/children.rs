@@ -1,0 +1,192 @@
+//! The child-facing side: answering probes and admitting, updating and losing children.
+
+use std::time::Instant;
+
+use super::{Action, Child, Overlay, OverlayEvent, Phase, Refusal, Refused};
+use crate::proto::addr::PeerAddr;
+use crate::proto::id::NodeId;
+use crate::proto::tree_msg::{Candidate, TreeInfo};
+
+impl Overlay {
+    /// Watch-only children, which a forwarding joiner may displace.
+    pub fn movable(&self) -> u32 {
+        self.children.values().filter(|c| c.capacity == 0).count() as u32
+    }
+
+    /// The answer to someone's probe.
+    pub fn probe_reply(&self) -> (bool, u32, u32, u32, Vec<Candidate>) {
+        let mut cands: Vec<Candidate> = Vec::new();
+        let mut kids: Vec<(&NodeId, &Child)> = self.children.iter().collect();
+        kids.sort_by_key(|(id, c)| (std::cmp::Reverse(c.free), **id));
+        let child_depth = self.depth().map_or(u32::MAX, |d| d + 1);
+        for (_, c) in &kids {
+            if c.free > 0 {
+                cands.push(Candidate {
+                    addr: c.addr.clone(),
+                    depth: child_depth,
+                    free: c.free,
+                });
+            }
+        }
+        // Full children: offer where their subtree has room instead, shallowest first.
+        let mut rooms: Vec<&Candidate> = kids
+            .iter()
+            .filter(|(_, c)| c.free == 0)
+            .flat_map(|(_, c)| c.rooms.iter())
+            .collect();
+        rooms.sort_by_key(|r| (r.depth, std::cmp::Reverse(r.free), r.addr.id));
+        cands.extend(rooms.into_iter().cloned());
+        // And the full children themselves: probing one lists its own children.
+        for (_, c) in &kids {
+            if c.free == 0 {
+                cands.push(Candidate {
+                    addr: c.addr.clone(),
+                    depth: child_depth,
+                    free: 0,
+                });
+            }
+        }
+        let mut exclude: Vec<NodeId> = cands.iter().map(|c| c.addr.id).collect();
+        exclude.push(self.me);
+        if let Some(p) = &self.parent {
+            for b in &p.info.backups {
+                if !exclude.contains(&b.addr.id) {
+                    exclude.push(b.addr.id);
+                    cands.push(b.clone());
+                }
+            }
+        }
+        cands.extend(self.known.share(8, &exclude));
+        cands.truncate(crate::proto::tree_msg::MAX_CANDIDATES);
+        (
+            self.is_rooted(),
+            self.depth().unwrap_or(u32::MAX),
+            self.free_slots(),
+            self.config.capacity,
+            cands,
+        )
+    }
+
+    /// A node asks to become our child.
+    ///
+    /// `replaces`: the requester was handed over by this child of ours, which is leaving;
+    /// it may take that child's slot.
+    pub fn handle_child_request(
+        &mut self,
+        now: Instant,
+        addr: &PeerAddr,
+        capacity: u32,
+        replaces: Option<NodeId>,
+    ) -> Result<TreeInfo, Refused> {
+        let _ = now;
+        let redirect = self.redirect_list(&addr.id);
+        if self.phase == Phase::Leaving {
+            return Err(Refused {
+                why: Refusal::Leaving,
+                redirect,
+            });
+        }
+        if !self.is_rooted() {
+            return Err(Refused {
+                why: Refusal::NotRooted,
+                redirect,
+            });
+        }
+        if addr.id == self.me || self.path().contains(&addr.id) {
+            return Err(Refused {
+                why: Refusal::WouldLoop,
+                redirect,
+            });
+        }
+        if self.children.contains_key(&addr.id) {
+            // A re-subscription of a known child (e.g. after a reconnect): keep its slot.
+        } else if let Some(r) = replaces.filter(|r| *r != addr.id && self.children.contains_key(r))
+        {
+            // Take over the slot of a leaving child (it is fed until it closes, but no
+            // longer counts as a child).
+            self.children.remove(&r);
+        } else {
+            let free = self.free_slots();
+            // The last `reserve` slots are kept for forwarders while our subtree has room
+            // elsewhere for a watch-only joiner; otherwise it may have them.
+            let reserve = if self.config.capacity >= 2 && !self.subtree_rooms().is_empty() {
+                self.config.reserve
+            } else {
+                0
+            };
+            let needed = if capacity == 0 { reserve + 1 } else { 1 };
+            if free < needed {
+                // A forwarder may take a watch-only child's slot; that child moves under
+                // the forwarder, one level further out.
+                let displace = (capacity > 0)
+                    .then(|| {
+                        self.children
+                            .iter()
+                            .filter(|(_, c)| c.capacity == 0)
+                            .map(|(id, _)| *id)
+                            .max()
+                    })
+                    .flatten();
+                let Some(victim) = displace else {
+                    return Err(Refused {
+                        why: Refusal::Full,
+                        redirect,
+                    });
+                };
+                self.children.remove(&victim);
+                let depth = self.depth().map_or(1, |d| d + 1);
+                self.actions.push_back(Action::MoveChild {
+                    child: victim,
+                    to: vec![Candidate {
+                        addr: addr.clone(),
+                        depth,
+                        free: capacity,
+                    }],
+                });
+            }
+        }
+        self.children.insert(
+            addr.id,
+            Child {
+                addr: addr.clone(),
+                capacity,
+                free: capacity,
+                subtree: 1,
+                rooms: Vec::new(),
+            },
+        );
+        self.status_changed();
+        Ok(self.info_for(&addr.id))
+    }
+
+    /// A child reported its free slots, subtree size and where its subtree has room.
+    pub fn handle_child_status(
+        &mut self,
+        child: &NodeId,
+        free: u32,
+        subtree: u32,
+        rooms: Vec<Candidate>,
+    ) {
+        let me = self.me;
+        if let Some(c) = self.children.get_mut(child) {
+            c.free = free.min(c.capacity);
+            c.subtree = subtree.max(1);
+            c.rooms = rooms
+                .into_iter()
+                .filter(|r| r.addr.id != me && r.free > 0)
+                .take(crate::proto::control::MAX_ROOMS)
+                .collect();
+            self.status_changed();
+        }
+    }
+
+    /// A child's session ended.
+    pub fn handle_child_gone(&mut self, child: &NodeId) {
+        if self.children.remove(child).is_some() {
+            self.status_changed();
+            if self.phase == Phase::Leaving && self.children.is_empty() {
+                self.events.push_back(OverlayEvent::ChildrenHandedOver);
+            }
+        }
+    }
+}
