@@ -60,13 +60,11 @@ impl Overlay {
         };
     }
 
-    pub(super) fn after_probe_round(&mut self, now: Instant) {
-        let Phase::Probing { round, .. } = self.phase else {
-            return;
-        };
+    /// The parent to choose now (see [`KnownSet::best`](super::known::KnownSet::best)):
+    /// its address and depth.
+    pub(super) fn best_parent(&self, now: Instant) -> Option<(PeerAddr, u32)> {
         let exclude = self.exclude_list();
-        let best = self
-            .known
+        self.known
             .best(
                 now,
                 self.config.near_tie,
@@ -74,7 +72,15 @@ impl Overlay {
                 &exclude,
                 self.fresh_after,
             )
-            .map(|k| (k.cand.addr.clone(), k.cand.depth));
+            .map(|k| (k.cand.addr.clone(), k.cand.depth))
+    }
+
+    pub(super) fn after_probe_round(&mut self, now: Instant) {
+        let Phase::Probing { round, .. } = self.phase else {
+            return;
+        };
+        let exclude = self.exclude_list();
+        let best = self.best_parent(now);
         let probed: Vec<NodeId> = self.probed_this_join.iter().copied().collect();
         let mut ex = exclude.clone();
         ex.extend(probed);

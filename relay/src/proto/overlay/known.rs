@@ -157,8 +157,24 @@ impl KnownSet {
         exclude: &[NodeId],
         fresh_after: Option<Instant>,
     ) -> Option<&Known> {
-        let eligible: Vec<&Known> = self
-            .map
+        let eligible: Vec<&Known> = self.eligible(now, exclude, fresh_after);
+        let nearest = eligible.iter().filter_map(|k| k.rtt).min()?;
+        let limit = nearest.mul_f64(1.0 + tie) + tie_abs;
+        eligible
+            .into_iter()
+            .filter(|k| k.rtt.is_some_and(|r| r <= limit))
+            .min_by_key(|k| (k.cand.depth, k.rtt, k.cand.addr.id))
+    }
+
+    /// Measured, rooted candidates with room that are not avoided or excluded (and, with
+    /// `fresh_after`, measured since then).
+    fn eligible(
+        &self,
+        now: Instant,
+        exclude: &[NodeId],
+        fresh_after: Option<Instant>,
+    ) -> Vec<&Known> {
+        self.map
             .values()
             .filter(|k| {
                 k.rtt.is_some()
@@ -168,13 +184,7 @@ impl KnownSet {
                     && self.usable(k, now)
                     && !exclude.contains(&k.cand.addr.id)
             })
-            .collect();
-        let nearest = eligible.iter().filter_map(|k| k.rtt).min()?;
-        let limit = nearest.mul_f64(1.0 + tie) + tie_abs;
-        eligible
-            .into_iter()
-            .filter(|k| k.rtt.is_some_and(|r| r <= limit))
-            .min_by_key(|k| (k.cand.depth, k.rtt, k.cand.addr.id))
+            .collect()
     }
 
     /// Every measured, rooted candidate with room (measured since `fresh_after`, if
@@ -185,18 +195,7 @@ impl KnownSet {
         exclude: &[NodeId],
         fresh_after: Option<Instant>,
     ) -> Vec<PeerAddr> {
-        let mut v: Vec<&Known> = self
-            .map
-            .values()
-            .filter(|k| {
-                k.rtt.is_some()
-                    && fresh_after.is_none_or(|t| k.measured.is_some_and(|m| m >= t))
-                    && k.rooted
-                    && k.cand.free > 0
-                    && self.usable(k, now)
-                    && !exclude.contains(&k.cand.addr.id)
-            })
-            .collect();
+        let mut v: Vec<&Known> = self.eligible(now, exclude, fresh_after);
         v.sort_by_key(|k| (k.rtt, k.cand.addr.id));
         v.into_iter().map(|k| k.cand.addr.clone()).collect()
     }

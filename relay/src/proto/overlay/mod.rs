@@ -283,17 +283,7 @@ impl Overlay {
         } else if self.fresh_after.is_some() && matches!(self.phase, Phase::Probing { .. }) {
             // Repairing: once a live parent with room has answered, give the others only
             // a moment more; the dead ones would never answer.
-            let exclude = self.exclude_list();
-            let found = self
-                .known
-                .best(
-                    now,
-                    self.config.near_tie,
-                    self.config.near_tie_abs,
-                    &exclude,
-                    self.fresh_after,
-                )
-                .is_some();
+            let found = self.best_parent(now).is_some();
             if found && let Phase::Probing { deadline, .. } = &mut self.phase {
                 *deadline = (*deadline).min(now + self.config.repair_grace);
             }
