@@ -21,6 +21,7 @@ use super::events::NodeEvent;
 use super::hub::{Subscriber, SubscriberKind, lock};
 use super::identity::NodeId;
 use super::tls::peer_node_id;
+use super::watchdog;
 use crate::proto::addr::PeerAddr;
 use crate::proto::control::{ControlDecoder, ControlMessage, ResumePoint};
 use crate::proto::group::{GroupHeader, encode_frame_header};
@@ -358,10 +359,16 @@ async fn serve_child(
             }
         }
     };
+    let silence = shared.config.child_silence;
     let result = tokio::select! {
         r = send_loop(shared, conn, &sub) => r,
         r = control => r,
         r = refuse_uni_streams(shared, conn, addr) => r,
+        _ = watchdog::silent_for(conn, silence, shared.config.keep_alive / 2) => {
+            let reason = format!("silent for {} ms", silence.as_millis());
+            close(conn, ErrorCode::Timeout, &reason);
+            Err(lost(addr, reason))
+        }
     };
     {
         let mut ctl = lock(&shared.child_ctl);

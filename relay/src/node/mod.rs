@@ -33,6 +33,7 @@ mod probe;
 mod throttle;
 pub mod tls;
 mod upstream;
+mod watchdog;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -93,6 +94,12 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Keep-alive interval (keeps idle detection working on a quiet stream).
     pub keep_alive: Duration,
+    /// A child that sends nothing for this long is taken for crashed and its slot freed.
+    pub child_silence: Duration,
+    /// A parent that sends nothing for this long is taken for crashed and repaired
+    /// around. Longer than `child_silence`, so a crashed node's parent has freed its
+    /// slot when the orphans come asking.
+    pub parent_silence: Duration,
     /// How long a peer may take to send what it must (stream headers, the subscription).
     pub peer_timeout: Duration,
     /// Emulate a slow downlink from the parent: read at most this many bytes per second.
@@ -127,6 +134,8 @@ impl NodeConfig {
             // with a 1 s playout buffer does not stall.
             idle_timeout: Duration::from_millis(450),
             keep_alive: Duration::from_millis(100),
+            child_silence: Duration::from_millis(250),
+            parent_silence: Duration::from_millis(350),
             peer_timeout: Duration::from_secs(5),
             ingest_rate_limit: None,
             link_model: None,

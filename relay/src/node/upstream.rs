@@ -295,9 +295,17 @@ async fn run(
     let media = receive(shared, parent, &conn);
     tokio::pin!(media);
     let mut shutdown = shared.shutdown.subscribe();
+    let silence = shared.config.parent_silence;
+    let watch = super::watchdog::silent_for(&conn, silence, shared.config.keep_alive / 2);
+    tokio::pin!(watch);
     loop {
         tokio::select! {
             r = &mut media => return r.map(|()| false),
+            _ = &mut watch => {
+                let reason = format!("silent for {} ms", silence.as_millis());
+                conn.close(ErrorCode::Timeout.value().into(), reason.as_bytes());
+                return Err(PeerError::Lost { addr: parent.to_string(), reason });
+            }
             m = next_control(shared, parent, &conn, &mut recv, &mut dec) => match m? {
                 Some(ControlMessage::Tree(info)) => {
                     lock(&shared.overlay).handle_tree(Instant::now(), &parent.id, info);

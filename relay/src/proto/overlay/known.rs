@@ -160,10 +160,23 @@ impl KnownSet {
         let eligible: Vec<&Known> = self.eligible(now, exclude, fresh_after);
         let nearest = eligible.iter().filter_map(|k| k.rtt).min()?;
         let limit = nearest.mul_f64(1.0 + tie) + tie_abs;
+        // Among near-ties: the shallowest; between equals, an order of our own (a hash of
+        // both ids) so that siblings orphaned together spread over the equal parents
+        // instead of all racing for the same slot.
         eligible
             .into_iter()
             .filter(|k| k.rtt.is_some_and(|r| r <= limit))
-            .min_by_key(|k| (k.cand.depth, k.rtt, k.cand.addr.id))
+            .min_by_key(|k| (k.cand.depth, self.tiebreak(&k.cand.addr.id)))
+    }
+
+    /// A per-node order over candidates (FNV-1a of both ids).
+    fn tiebreak(&self, other: &NodeId) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.me.as_bytes().iter().chain(other.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
     }
 
     /// Measured, rooted candidates with room that are not avoided or excluded (and, with
