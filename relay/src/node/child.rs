@@ -364,8 +364,16 @@ async fn serve_child(
         r = send_loop(shared, conn, &sub) => r,
         r = control => r,
         r = refuse_uni_streams(shared, conn, addr) => r,
-        _ = watchdog::silent_for(conn, silence, shared.config.keep_alive / 2) => {
-            let reason = format!("silent for {} ms", silence.as_millis());
+        Some(limit) = async {
+            match silence {
+                Some(limit) => {
+                    watchdog::silent_for(conn, limit, shared.config.keep_alive / 2).await;
+                    Some(limit)
+                }
+                None => std::future::pending().await,
+            }
+        } => {
+            let reason = format!("silent for {} ms", limit.as_millis());
             close(conn, ErrorCode::Timeout, &reason);
             Err(lost(addr, reason))
         }

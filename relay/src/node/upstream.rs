@@ -296,13 +296,22 @@ async fn run(
     tokio::pin!(media);
     let mut shutdown = shared.shutdown.subscribe();
     let silence = shared.config.parent_silence;
-    let watch = super::watchdog::silent_for(&conn, silence, shared.config.keep_alive / 2);
+    let every = shared.config.keep_alive / 2;
+    let watch = async {
+        match silence {
+            Some(limit) => {
+                super::watchdog::silent_for(&conn, limit, every).await;
+                limit
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(watch);
     loop {
         tokio::select! {
             r = &mut media => return r.map(|()| false),
-            _ = &mut watch => {
-                let reason = format!("silent for {} ms", silence.as_millis());
+            limit = &mut watch => {
+                let reason = format!("silent for {} ms", limit.as_millis());
                 conn.close(ErrorCode::Timeout.value().into(), reason.as_bytes());
                 return Err(PeerError::Lost { addr: parent.to_string(), reason });
             }
