@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::control_io::{self, ControlRead};
 use super::driver::ChildCtl;
 use super::error::{PeerError, describe_connection_error};
 use super::events::NodeEvent;
@@ -103,23 +104,12 @@ async fn read_control(
     recv: &mut quinn::RecvStream,
     dec: &mut ControlDecoder,
 ) -> Result<Option<ControlMessage>, PeerError> {
-    loop {
-        match dec.next_message() {
-            Ok(Some(m)) => return Ok(Some(m)),
-            Ok(None) => {}
-            Err(e) => return Err(protocol_error(shared, conn, addr, e)),
-        }
-        match recv.read_chunk(16 * 1024, true).await {
-            Ok(Some(chunk)) => dec.push(&chunk.bytes),
-            Ok(None) => {
-                return match dec.finish() {
-                    Ok(()) => Ok(None),
-                    Err(e) => Err(protocol_error(shared, conn, addr, e)),
-                };
-            }
-            Err(e) => return Err(lost(addr, e)),
-        }
-    }
+    control_io::next_message(recv, dec)
+        .await
+        .map_err(|e| match e {
+            ControlRead::Decode(e) => protocol_error(shared, conn, addr, e),
+            ControlRead::Read(e) => lost(addr, e),
+        })
 }
 
 /// How long a connection may stay idle between probe and subscription.

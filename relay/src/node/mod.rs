@@ -22,6 +22,7 @@
 
 mod addr;
 mod child;
+mod control_io;
 mod driver;
 mod endpoint;
 mod error;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::addr::PeerAddr;
+use super::control_io::{self, ControlRead};
 use super::endpoint;
 use super::error::{PeerError, describe_connection_error};
 use super::hub::lock;
@@ -119,44 +120,32 @@ pub(crate) async fn probe(
             .map_err(|e| lost(e.to_string()))?;
         let _ = send.finish();
         let mut dec = ControlDecoder::new(&shared.config.limits);
-        loop {
-            match dec.next_message() {
-                Ok(Some(ControlMessage::ProbeReply {
-                    rooted,
-                    depth,
-                    free,
-                    movable,
-                    candidates,
-                    ..
-                })) => {
-                    return Ok(ProbeInfo {
-                        rooted,
-                        depth,
-                        free,
-                        movable,
-                        candidates,
-                    });
-                }
-                Ok(Some(other)) => {
-                    return Err(PeerError::Violation {
-                        addr: peer.to_string(),
-                        code: crate::proto::ErrorCode::ProtocolViolation,
-                        reason: format!("answered a probe with {other:?}"),
-                    });
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    return Err(PeerError::Protocol {
-                        addr: peer.to_string(),
-                        error,
-                    });
-                }
-            }
-            match recv.read_chunk(16 * 1024, true).await {
-                Ok(Some(c)) => dec.push(&c.bytes),
-                Ok(None) => return Err(lost("probe stream ended without an answer".into())),
-                Err(e) => return Err(lost(e.to_string())),
-            }
+        match control_io::next_message(&mut recv, &mut dec).await {
+            Ok(Some(ControlMessage::ProbeReply {
+                rooted,
+                depth,
+                free,
+                movable,
+                candidates,
+                ..
+            })) => Ok(ProbeInfo {
+                rooted,
+                depth,
+                free,
+                movable,
+                candidates,
+            }),
+            Ok(Some(other)) => Err(PeerError::Violation {
+                addr: peer.to_string(),
+                code: crate::proto::ErrorCode::ProtocolViolation,
+                reason: format!("answered a probe with {other:?}"),
+            }),
+            Ok(None) => Err(lost("probe stream ended without an answer".into())),
+            Err(ControlRead::Decode(error)) => Err(PeerError::Protocol {
+                addr: peer.to_string(),
+                error,
+            }),
+            Err(ControlRead::Read(e)) => Err(lost(e.to_string())),
         }
     };
     let info = tokio::time::timeout(shared.config.peer_timeout, exchange)

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::addr::PeerAddr;
+use super::control_io::ControlRead;
 use super::driver::{ParentHandle, note_failure};
 use super::error::{PeerError, describe_connection_error};
 use super::events::NodeEvent;
@@ -158,31 +159,18 @@ async fn next_control(
     recv: &mut quinn::RecvStream,
     dec: &mut ControlDecoder,
 ) -> Result<Option<ControlMessage>, PeerError> {
-    loop {
-        match dec.next_message() {
-            Ok(Some(m)) => return Ok(Some(m)),
-            Ok(None) => {}
-            Err(e) => return Err(protocol(shared, conn, parent, e)),
-        }
-        match recv.read_chunk(16 * 1024, true).await {
-            Ok(Some(c)) => dec.push(&c.bytes),
-            Ok(None) => {
-                return match dec.finish() {
-                    Ok(()) => Ok(None),
-                    Err(e) => Err(protocol(shared, conn, parent, e)),
-                };
-            }
-            Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c))) => {
-                return Err(refused(parent, c.error_code.into_inner(), &c.reason));
-            }
-            Err(e) => {
-                return Err(PeerError::Lost {
-                    addr: parent.to_string(),
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
+    super::control_io::next_message(recv, dec)
+        .await
+        .map_err(|e| match e {
+            ControlRead::Decode(e) => protocol(shared, conn, parent, e),
+            ControlRead::Read(quinn::ReadError::ConnectionLost(
+                quinn::ConnectionError::ApplicationClosed(c),
+            )) => refused(parent, c.error_code.into_inner(), &c.reason),
+            ControlRead::Read(e) => PeerError::Lost {
+                addr: parent.to_string(),
+                reason: e.to_string(),
+            },
+        })
 }
 
 async fn attach(
