@@ -1,45 +1,12 @@
 //! The `treecast` binary as users run it: separate processes for origin, relay and viewer.
 #![cfg(feature = "media")]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_treecast");
-
-/// Kills the process when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `treecast ARGS` and returns it with the node address it prints first.
-fn start(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn treecast");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the node prints its address");
-    let addr = first.split_whitespace().last().unwrap().to_string();
-    (Proc(child), addr)
-}
+use common::{BIN, start};
 
 fn discover(path: &Path) -> String {
     let out = Command::new("gst-discoverer-1.0")
@@ -52,7 +19,7 @@ fn discover(path: &Path) -> String {
 #[test]
 fn publish_relay_watch_as_processes_with_report_and_recording() {
     let dir = tempfile::tempdir().unwrap();
-    let (_origin, origin_addr) = start(&[
+    let (_origin, origin_addr, _) = start(&[
         "publish",
         "--ephemeral",
         "--listen",
@@ -61,7 +28,7 @@ fn publish_relay_watch_as_processes_with_report_and_recording() {
         "60s",
     ]);
     assert!(origin_addr.contains('@'), "{origin_addr}");
-    let (_relay, relay_addr) = start(&[
+    let (_relay, relay_addr, _) = start(&[
         "relay",
         "--ephemeral",
         "--listen",

@@ -2,48 +2,12 @@
 //! the viewers below it re-attach without losing a frame.
 #![cfg(feature = "media")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_treecast");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `treecast ARGS`; returns it, the address it prints and its later stdout lines.
-fn start(args: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn treecast");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the node prints its address once it has joined");
-    let addr = first
-        .split_whitespace()
-        .last()
-        .expect("address")
-        .to_string();
-    (Proc(child), addr, rx)
-}
+use common::start;
 
 /// The `parent:` line a node prints after joining.
 fn parent_of(rx: &mpsc::Receiver<String>) -> String {

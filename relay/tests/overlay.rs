@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
-use treecast_relay::proto::tree_msg::TreeInfo;
+use treecast_relay::proto::tree_msg::{Candidate, TreeInfo};
 
 struct Net {
     nodes: BTreeMap<NodeId, Overlay>,
@@ -222,6 +222,11 @@ impl Net {
             let ids: Vec<NodeId> = self.alive.iter().copied().collect();
             for id in ids {
                 if self.nodes[&id].poll_timeout().is_some_and(|x| x <= now) {
+                    // As the node's driver does: the live RTT to the parent first.
+                    if let Some(p) = self.nodes[&id].parent().map(|p| p.id) {
+                        let rtt = self.rtt(id, p);
+                        self.node(id).handle_parent_rtt(now, &p, rtt);
+                    }
                     self.node(id).handle_timeout(now);
                 }
             }
@@ -554,6 +559,40 @@ fn improvement_finds_a_shallower_parent() {
         Some(2),
         "the watch-only node stayed at the edge"
     );
+    net.check();
+}
+
+#[test]
+fn a_node_handed_over_without_a_probe_still_improves() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let a = net.add(2, (40.0, 0.0));
+    net.join(a, o);
+    let b = net.add(2, (0.0, 40.0));
+    net.join(b, o);
+    // The origin is full: x, right next to it, has to go under a or b.
+    let x = net.add(2, (1.0, 1.0));
+    net.join(x, o);
+    let first = net.nodes[&x].parent().map(|p| p.id);
+    assert!(first == Some(a) || first == Some(b));
+    let r = net.add(2, (70.0, 70.0));
+    net.join(r, a);
+    // x is handed to far-away r, which it never probed.
+    let r_cand = Candidate {
+        addr: net.addr[&r].clone(),
+        depth: net.nodes[&r].depth().unwrap_or(2),
+        free: 2,
+    };
+    let (now, from) = (net.now, first.unwrap_or(a));
+    net.node(x).handle_goodbye(now, &from, vec![r_cand]);
+    net.run();
+    assert_eq!(net.nodes[&x].parent().map(|p| p.id), Some(r));
+    // A slot opens at the origin (b crashes; any child of it repairs first).
+    // Improvement must find the origin, which needs the live RTT to r (never probed) and
+    // a fresh look at the origin (measured full at join).
+    net.crash(b);
+    net.advance(Duration::from_secs(60));
+    assert_eq!(net.nodes[&x].parent().map(|p| p.id), Some(o));
     net.check();
 }
 

@@ -78,7 +78,16 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shared.kick.notified() => {}
             _ = sleep => {
-                lock(&shared.overlay).handle_timeout(Instant::now());
+                // Improvement compares candidates with the parent as it is now, not as it
+                // was when (or if) we probed it.
+                let parent = lock(&shared.overlay).parent().map(|p| p.id);
+                let rtt = parent.and_then(|p| lock(&shared.parents).get(&p).map(|h| h.conn.rtt()));
+                let now = Instant::now();
+                let mut o = lock(&shared.overlay);
+                if let (Some(p), Some(rtt)) = (parent, rtt) {
+                    o.handle_parent_rtt(now, &p, rtt);
+                }
+                o.handle_timeout(now);
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
         }

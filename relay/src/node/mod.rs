@@ -516,11 +516,6 @@ impl Publisher {
     pub fn send(&self, frame: Frame) -> Admit {
         self.shared.ingest(frame)
     }
-
-    /// Replaces the catalog (new subscribers get the new one).
-    pub fn set_catalog(&self, catalog: Catalog) {
-        self.shared.catalog.send_replace(Some(catalog));
-    }
 }
 
 /// Frames for a local consumer, in order per track.

@@ -41,7 +41,13 @@ impl Overlay {
             .take(3)
             .collect();
         let exclude = self.exclude_list();
-        for a in self.known.to_probe(now, 3, &exclude) {
+        // New candidates, and the nearest ones we already know (their slots may have
+        // freed up since we measured them).
+        let fresh = self.known.to_probe(now, 3, &exclude);
+        for a in fresh
+            .into_iter()
+            .chain(self.known.nearest(now, 3, &exclude))
+        {
             if !targets.contains(&a) {
                 targets.push(a);
             }

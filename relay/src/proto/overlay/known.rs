@@ -122,10 +122,18 @@ impl KnownSet {
         self.map.get(id)
     }
 
-    pub fn set_rtt(&mut self, id: &NodeId, rtt: Duration) {
-        if let Some(k) = self.map.get_mut(id) {
-            k.rtt = Some(rtt);
-        }
+    /// The `n` nearest candidates we have measured, whatever their free slots were then
+    /// (for re-measuring: slots free up).
+    pub fn nearest(&self, now: Instant, n: usize, exclude: &[NodeId]) -> Vec<PeerAddr> {
+        let mut v: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| {
+                k.rtt.is_some() && self.usable(k, now) && !exclude.contains(&k.cand.addr.id)
+            })
+            .collect();
+        v.sort_by_key(|k| (k.rtt, k.cand.addr.id));
+        v.into_iter().take(n).map(|k| k.cand.addr.clone()).collect()
     }
 
     fn usable(&self, k: &Known, now: Instant) -> bool {

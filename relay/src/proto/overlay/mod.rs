@@ -196,11 +196,6 @@ impl Overlay {
         1 + self.children.values().map(|c| c.subtree).sum::<u32>()
     }
 
-    /// True while looking for a parent (joining or repairing).
-    pub fn is_seeking(&self) -> bool {
-        matches!(self.seeking, Seeking::Join(_) | Seeking::Repair(_))
-    }
-
     // ----- outputs -----
 
     /// The next thing to do.
@@ -392,8 +387,18 @@ impl Overlay {
     }
 
     /// The driver measured the RTT to the current parent.
-    pub fn handle_parent_rtt(&mut self, parent: &NodeId, rtt: Duration) {
-        self.known.set_rtt(parent, rtt);
+    ///
+    /// Improvement compares candidates with this; a parent reached without a probe (by a
+    /// handover, or given by hand) is known only through it.
+    pub fn handle_parent_rtt(&mut self, now: Instant, parent: &NodeId, rtt: Duration) {
+        let Some(p) = &self.parent else { return };
+        if p.addr.id != *parent {
+            return;
+        }
+        let depth = p.info.path.len().saturating_sub(1) as u32;
+        let (addr, rooted) = (p.addr.clone(), p.info.rooted);
+        // Its free slots do not matter: our parent is never a candidate to move to.
+        self.known.probed(now, &addr, rtt, rooted, depth, 0);
     }
 
     /// Leave in order: hand the children over (then the driver closes when they are gone
