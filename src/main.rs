@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use treecast::cli::{Cli, Command};
-use treecast::{demo, node_setup, publish, relay_cmd, watch};
+use treecast::{demo, node_setup, publish, relay_cmd, trust_cmd, watch};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -42,6 +42,12 @@ fn main() -> std::process::ExitCode {
                 let id = node_setup::identity(&a.node, role)?;
                 println!("{}", id.id());
                 Ok(())
+            }
+            Command::Keygen(a) => {
+                trust_cmd::keygen(&a, &node_setup::data_dir_or(a.data_dir.as_ref()))
+            }
+            Command::Token(a) => {
+                trust_cmd::token(&a, &node_setup::data_dir_or(a.data_dir.as_ref()))
             }
         }
     });

@@ -11,6 +11,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use treecast_relay::node::{Identity, Node, PeerAddr, tls};
 use treecast_relay::proto::control::ControlMessage;
 use treecast_relay::proto::group::{GroupHeader, encode_frame_header};
+use treecast_relay::proto::media::SignedCatalog;
 use treecast_relay::proto::synthetic::SyntheticSpec;
 use treecast_relay::proto::tree_msg::TreeInfo;
 use treecast_relay::proto::{ALPN, ErrorCode, varint};
@@ -161,6 +162,7 @@ async fn subscribing_twice_is_a_protocol_violation() {
         resume: vec![],
         capacity: 0,
         replaces: None,
+        token: None,
     }
     .to_bytes();
     send.write_all(&m).await.unwrap();
@@ -201,7 +203,10 @@ async fn hostile_parent_on_signal(
         let mut buf = [0u8; 64];
         let _ = recv.read(&mut buf).await.unwrap();
         send.write_all(
-            &ControlMessage::Catalog(SyntheticSpec::default().catalog("evil")).to_bytes(),
+            &ControlMessage::Catalog(SignedCatalog::unsigned(
+                SyntheticSpec::default().catalog("evil"),
+            ))
+            .to_bytes(),
         )
         .await
         .unwrap();

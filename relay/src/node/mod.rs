@@ -31,8 +31,10 @@ mod hub;
 mod identity;
 pub mod netem;
 mod probe;
+pub mod publisher_key;
 mod throttle;
 pub mod tls;
+mod trust;
 mod upstream;
 mod watchdog;
 
@@ -49,9 +51,10 @@ pub use addr::{AddrError, PeerAddr};
 pub use error::{NodeError, PeerError, describe_connection_error};
 pub use events::NodeEvent;
 pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
+pub use trust::TrustConfig;
 
 use crate::proto::cache::Admit;
-use crate::proto::media::{Catalog, Frame};
+use crate::proto::media::{Catalog, Frame, SignedCatalog};
 use crate::proto::overlay::{Overlay, OverlayConfig, OverlayEvent};
 use crate::proto::send_queue::QueueLimits;
 use crate::proto::{ErrorCode, Limits};
@@ -113,6 +116,22 @@ pub struct NodeConfig {
     /// Emulate network links (delay, jitter, loss, rate) on this node's outgoing
     /// datagrams; for tests and benchmarks, since `tc netem` is not available.
     pub link_model: Option<Arc<dyn netem::LinkModel>>,
+    /// Signing, verification and access control of the stream.
+    pub trust: TrustConfig,
+    /// Fault injection for tests: every frame this node forwards to its children passes
+    /// through this function first (a hostile relay altering or forging media).
+    #[doc(hidden)]
+    pub tamper: Option<Tamper>,
+}
+
+/// A function applied to each frame forwarded to children (see [`NodeConfig::tamper`]).
+#[derive(Clone)]
+pub struct Tamper(pub Arc<dyn Fn(&mut Frame) + Send + Sync>);
+
+impl std::fmt::Debug for Tamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tamper(..)")
+    }
 }
 
 impl NodeConfig {
@@ -145,6 +164,8 @@ impl NodeConfig {
             peer_timeout: Duration::from_secs(5),
             ingest_rate_limit: None,
             link_model: None,
+            trust: TrustConfig::default(),
+            tamper: None,
         }
     }
 }
@@ -185,6 +206,10 @@ pub struct NodeStats {
     pub depth: Option<u32>,
     /// Nodes in this node's subtree (itself included), as its children report.
     pub subtree: u32,
+    /// Frames refused because their signature did not verify (the sender was cut off).
+    pub bad_signatures: u64,
+    /// Frames the local player could not decrypt.
+    pub undecryptable: u64,
 }
 
 #[derive(Debug)]
@@ -193,6 +218,9 @@ pub(crate) struct Shared {
     pub hub: Mutex<Hub>,
     pub counters: Counters,
     pub catalog: watch::Sender<Option<Catalog>>,
+    /// The catalog as signed by the origin, forwarded to children unchanged.
+    pub signed_catalog: Mutex<Option<SignedCatalog>>,
+    pub trust: trust::Trust,
     pub shutdown: watch::Sender<bool>,
     pub throttle: Option<Throttle>,
     pub events: broadcast::Sender<NodeEvent>,
@@ -271,6 +299,8 @@ impl Node {
             hub: Mutex::new(Hub::new(config.cache_groups)),
             counters: Counters::default(),
             catalog: watch::channel(None).0,
+            signed_catalog: Mutex::new(None),
+            trust: trust::Trust::new(config.trust.clone()),
             shutdown,
             throttle,
             events: broadcast::channel(4096).0,
@@ -361,8 +391,14 @@ impl Node {
     }
 
     /// Makes this node the origin of a broadcast with `catalog`.
+    ///
+    /// With a publisher key in [`NodeConfig::trust`], the catalog and every frame sent
+    /// are signed (and sealed, for an encrypted stream).
     pub fn publish(&self, catalog: Catalog) -> Publisher {
-        self.shared.catalog.send_replace(Some(catalog));
+        let signed = self.shared.trust.publish_catalog(catalog);
+        let parsed = signed.catalog.clone();
+        *lock(&self.shared.signed_catalog) = Some(signed);
+        self.shared.catalog.send_replace(Some(parsed));
         Publisher {
             shared: self.shared.clone(),
         }
@@ -442,7 +478,23 @@ impl Node {
             parent: parent.map(|p| p.0),
             depth,
             subtree,
+            bad_signatures: c.bad_signatures.load(Ordering::Relaxed),
+            undecryptable: c.undecryptable.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether this node holds the key to the stream's encrypted payloads (always true
+    /// for a stream that is not encrypted, once its catalog is known).
+    pub fn can_decrypt(&self) -> bool {
+        let sealed = lock(&self.shared.signed_catalog)
+            .as_ref()
+            .is_some_and(|c| c.catalog.sealed_epoch.is_some());
+        !sealed || self.shared.trust.can_open()
+    }
+
+    /// The stream this node carries, once known (given, or named by the first catalog).
+    pub fn stream(&self) -> Option<crate::proto::trust::StreamName> {
+        self.shared.trust.stream()
     }
 
     /// The node's current parent, if attached.
@@ -513,7 +565,8 @@ pub struct Publisher {
 impl Publisher {
     /// Sends a frame to every child (and local subscriber). Frames must carry increasing
     /// sequence numbers per track (use [`crate::proto::media::Packager`]).
-    pub fn send(&self, frame: Frame) -> Admit {
+    pub fn send(&self, mut frame: Frame) -> Admit {
+        self.shared.trust.seal_and_sign(&mut frame);
         self.shared.ingest(frame)
     }
 }
@@ -527,8 +580,23 @@ pub struct LocalSubscription {
 
 impl LocalSubscription {
     /// The next frame; `None` when the node shuts down.
+    ///
+    /// Payloads of an encrypted stream arrive decrypted; a frame that does not decrypt
+    /// is dropped and counted (see [`NodeStats::undecryptable`]).
     pub async fn next(&self) -> Option<Frame> {
-        self.sub.next().await
+        loop {
+            let mut f = self.sub.next().await?;
+            match self.shared.trust.open_for_local(&mut f) {
+                Ok(()) => return Some(f),
+                Err(e) => {
+                    self.shared
+                        .counters
+                        .undecryptable
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("{e}");
+                }
+            }
+        }
     }
 
     /// Frames this consumer's queue had to drop because it fell behind.
