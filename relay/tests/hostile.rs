@@ -296,3 +296,31 @@ async fn oversize_frame_and_garbage_stream_from_a_parent_are_named() {
     assert_eq!(code, Some(ErrorCode::ProtocolViolation));
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_flood_is_cut_off_with_rate_limited() {
+    let mut s = Setup::new().await;
+    let sub = s.good.subscribe_local();
+    let conn = raw_connect(&s.relay.addr(), ALPN).await.expect("handshake");
+    let probe = ControlMessage::Probe { token: None }.to_bytes();
+    let mut answered = 0;
+    for _ in 0..200 {
+        let Ok((mut send, mut recv)) = conn.open_bi().await else {
+            break;
+        };
+        if send.write_all(&probe).await.is_err() {
+            break;
+        }
+        let _ = send.finish();
+        match recv.read_to_end(64 * 1024).await {
+            Ok(b) if !b.is_empty() => answered += 1,
+            _ => break,
+        }
+    }
+    let e = conn.closed().await;
+    assert_eq!(close_code(&e), Some(ErrorCode::RateLimited), "{e}");
+    // The burst is answered, the flood is not.
+    assert!((20..200).contains(&answered), "{answered} probes answered");
+    s.good_child_still_served(&sub, 10).await;
+    s.stop().await;
+}

@@ -35,8 +35,17 @@ use crate::proto::{DecodeError, ErrorCode};
 pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
+        let remote = incoming.remote_address();
+        let slot = match shared.admission.admit(remote.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                debug!(%remote, ?why, "connection refused by the admission limits");
+                incoming.refuse();
+                continue;
+            }
+        };
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
+            let _slot = slot;
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -128,7 +137,8 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
     };
     let peer_addr = PeerAddr::new(peer, conn.remote_address());
     let timeout = shared.config.peer_timeout;
-    // Probes (any number), then at most one subscription.
+    // Probes (within the request budget), then at most one subscription.
+    let mut budget = shared.admission.request_bucket(Instant::now());
     let (mut send, mut recv, mut dec, capacity, resume, replaces) = loop {
         let (mut send, mut recv) = match tokio::time::timeout(PROBE_GRACE, conn.accept_bi()).await {
             Ok(Ok(s)) => s,
@@ -145,6 +155,15 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         )
         .await;
         match first {
+            Ok(Ok(Some(ControlMessage::Probe { .. }))) if !budget.allow(Instant::now()) => {
+                return Err(violation(
+                    &shared,
+                    &conn,
+                    &addr,
+                    ErrorCode::RateLimited,
+                    "too many probes per second",
+                ));
+            }
             Ok(Ok(Some(ControlMessage::Probe { token }))) => {
                 if let Err(e) = shared.trust.check_token(token.as_ref()) {
                     refuse(&conn, &mut send, ErrorCode::Unauthorized, &e.to_string()).await;
