@@ -92,8 +92,12 @@ pub fn encode_settings(e: &EncodeArgs) -> Result<treecast_player::EncodeSettings
 pub async fn run(args: PublishArgs) -> Result<()> {
     let source = parse_source(&args.source, args.looping)?;
     let mut cfg = node_setup::config(&args.node, Role::Origin, None, vec![])?;
-    cfg.trust =
-        trust_cmd::origin_trust(&args.trust, &args.name, &node_setup::data_dir(&args.node))?;
+    cfg.trust = trust_cmd::origin_trust(
+        &args.trust,
+        &args.name,
+        &node_setup::data_dir(&args.node),
+        args.node.ephemeral,
+    )?;
     let stream = cfg.trust.stream.clone();
     let private = cfg.trust.private;
     let node = node_setup::start(cfg).await?;

@@ -75,13 +75,25 @@ fn unix_now() -> u64 {
 
 /// The origin's trust settings: its publisher key signs everything; `--private` and
 /// `--encrypt` restrict who may join and watch.
-pub fn origin_trust(args: &PublishTrustArgs, name: &str, data_dir: &Path) -> Result<TrustConfig> {
-    let path = key_path(&args.key, data_dir);
-    let (k, created) =
-        PublisherKeyFile::load_or_create(&path).context("loading the publisher key")?;
-    if created {
-        eprintln!("created publisher key {}", path.display());
-    }
+///
+/// With `ephemeral` (and no `--key`) the key lives only for this run.
+pub fn origin_trust(
+    args: &PublishTrustArgs,
+    name: &str,
+    data_dir: &Path,
+    ephemeral: bool,
+) -> Result<TrustConfig> {
+    let k = if ephemeral && args.key.is_none() {
+        PublisherKeyFile::generate().context("creating a publisher key")?
+    } else {
+        let path = key_path(&args.key, data_dir);
+        let (k, created) =
+            PublisherKeyFile::load_or_create(&path).context("loading the publisher key")?;
+        if created {
+            eprintln!("created publisher key {}", path.display());
+        }
+        k
+    };
     let stream =
         StreamName::new(k.key.public(), name).context("the broadcast --name names the stream")?;
     let seal = if args.encrypt {
