@@ -319,9 +319,24 @@ impl Overlay {
             }
             Err(refusal) => {
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
+                let mut queue = queue;
                 if let Some(r) = refusal {
                     for c in &r.redirect {
                         self.known.hear(now, c);
+                    }
+                    // Repairing, every moment counts: the refuser's redirects (parents
+                    // with room near it, fresher than what we probed) go first.
+                    if matches!(self.seeking, Seeking::Repair(_)) {
+                        let exclude = self.exclude_list();
+                        let fresh: Vec<PeerAddr> = r
+                            .redirect
+                            .iter()
+                            .filter(|c| c.free > 0 && !exclude.contains(&c.addr.id))
+                            .filter(|c| self.known.get(&c.addr.id).is_some())
+                            .map(|c| c.addr.clone())
+                            .collect();
+                        queue.retain(|a| !fresh.contains(a));
+                        queue.splice(0..0, fresh);
                     }
                 }
                 self.try_next(now, queue);
