@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full check: formatting, lints (full and relay-only builds), the relay crate
-# building without GStreamer, the fuzz targets building, and every test.
+# building without GStreamer, the fuzz targets building, the deployment files, the
+# multi-host lab (as root), and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,18 @@ fi
 
 step "fuzz targets build"
 cargo build --manifest-path relay/fuzz/Cargo.toml
+
+step "deployment files (deploy/validate.sh)"
+cargo build --bin treecast
+deploy/validate.sh target/debug/treecast
+
+step "multi-host lab (deploy/lab: network namespaces, a relay killed and one drained)"
+if [ "$(id -u)" -eq 0 ] && ip netns add "treecast-probe-$$" 2>/dev/null; then
+    ip netns del "treecast-probe-$$"
+    LAB_BIN=target/debug/treecast deploy/lab/lab.sh
+else
+    echo "skipped: the lab needs root and ip netns"
+fi
 
 step "tests"
 # Under a virtual display when available, so the windowed player is tested too.
