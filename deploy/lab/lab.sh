@@ -99,6 +99,7 @@ children() {
     grep -o '| children [0-9]*' "$OUT/$1.log" | tail -1 | awk '{print $3}' || true
 }
 
+load_start="$(cut -d' ' -f1 /proc/loadavg)"
 emulate=(--emulate-delay "$DELAY" --emulate-loss "$LOSS")
 host origin 10.77.0.1
 for i in $(seq 1 "$RELAYS"); do host "relay$i" "10.77.0.1$i"; done
@@ -165,7 +166,7 @@ for i in $(seq 1 "$RELAYS"); do kill -TERM "${PID[relay$i]}" 2>/dev/null || true
 kill -TERM "${PID[origin]}" 2>/dev/null || true
 
 cat >"$OUT/scenario.json" <<JSON
-{"secs": $SECS, "buffer": "$BUFFER", "delay": "$DELAY", "loss": "$LOSS",
+{"secs": $SECS, "load": [$load_start, $(cut -d' ' -f1 /proc/loadavg)], "cpus": $(nproc), "buffer": "$BUFFER", "delay": "$DELAY", "loss": "$LOSS",
  "killed": "$killed", "killed_children": $killed_children,
  "drained": "$drained", "drained_children": $drained_children,
  "drain_exit": $drain_rc, "drain_ms": $drain_ms,

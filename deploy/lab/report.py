@@ -41,6 +41,8 @@ def main(out):
     print()
     print(f"treecast lab: {len(exits)} viewers, {sc['secs']} s each, links {sc['delay']} "
           f"one-way per sender and {sc['loss']} loss, playout buffer {sc['buffer']}")
+    print(f"  machine load {sc['load'][0]} -> {sc['load'][1]} on {sc['cpus']} CPUs "
+          f"(a starved player counts gaps over 100 ms as stalls)")
     print(f"  killed  {sc['killed']} with {sc['killed_children']} children (SIGKILL)")
     print(f"  drained {sc['drained']} with {sc['drained_children']} children "
           f"(SIGTERM, left in {sc['drain_ms']} ms, exit {sc['drain_exit']})")
