@@ -51,6 +51,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "[lab $(date +%T)] $*"; }
+# A sleep that a signal interrupts at once (bash runs traps only between commands).
+pause() { sleep "$1" & wait $!; }
 
 ip netns add "$SW"; NSES+=("$SW")
 ip -n "$SW" link add br0 type bridge
@@ -139,13 +141,13 @@ pick() {
     echo "$best $most"
 }
 
-sleep "$KILL_AT"
+pause "$KILL_AT"
 read -r killed killed_children < <(pick)
 log "SIGKILL $killed (children: $killed_children)"
 kill -9 "${PID[$killed]}"
 wait "${PID[$killed]}" 2>/dev/null || true
 
-sleep "$((DRAIN_AT - KILL_AT))"
+pause "$((DRAIN_AT - KILL_AT))"
 read -r drained drained_children < <(pick)
 log "SIGTERM $drained (children: $drained_children)"
 t0=$(date +%s%N)
