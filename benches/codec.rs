@@ -23,6 +23,7 @@ fn frame(seq: u64) -> Frame {
         keyframe: seq.is_multiple_of(60),
         capture_us: 1_700_000_000_000_000 + seq,
         payload: Bytes::from(vec![7u8; 8333]),
+        signature: None,
     }
 }
 

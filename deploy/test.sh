@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full check: formatting, lints (full and relay-only builds), the relay crate
-# building without GStreamer, the fuzz targets building, the deployment files, the
-# multi-host lab (as root), and every test.
+# building without GStreamer, every fuzz target run for a bounded time, the deployment
+# files, the multi-host lab (as root), and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +26,8 @@ if cargo tree -p treecast --no-default-features -e normal | grep -q gstreamer; t
     exit 1
 fi
 
-step "fuzz targets build"
-cargo build --manifest-path relay/fuzz/Cargo.toml
+step "fuzz targets: build instrumented, run each for a bounded time"
+./deploy/fuzz.sh "${TREECAST_FUZZ_SECONDS:-15}"
 
 step "deployment files (deploy/validate.sh)"
 cargo build --bin treecast

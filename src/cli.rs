@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use treecast_relay::node::PeerAddr;
+use treecast_relay::proto::trust::StreamName;
 
 /// treecast: peer-to-peer live streaming over a self-organising QUIC relay tree.
 #[derive(Debug, Parser)]
@@ -33,6 +34,75 @@ pub enum Command {
     Id(IdArgs),
     /// Show the effective configuration: config file, env variables and flags.
     Config(ConfigArgs),
+    /// Create a publisher key: it names your streams and signs everything they carry.
+    Keygen(KeygenArgs),
+    /// Issue a join token for a private stream (print it for the viewer or relay).
+    Token(TokenArgs),
+}
+
+/// Trust options of an origin.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PublishTrustArgs {
+    /// Publisher key file (default: publisher.key in the data directory, created if
+    /// missing). The stream is named PUBLIC_KEY/--name.
+    #[arg(long, env = "TREECAST_KEY")]
+    pub key: Option<PathBuf>,
+    /// Private stream: every node checks a join token (`treecast token`) before it
+    /// accepts a newcomer.
+    #[arg(long, env = "TREECAST_PRIVATE")]
+    pub private: bool,
+    /// Encrypt payloads end to end: only holders of a viewer token can watch; relays
+    /// with relay-only tokens forward what they cannot decrypt. Implies --private.
+    #[arg(long, env = "TREECAST_ENCRYPT")]
+    pub encrypt: bool,
+}
+
+/// Trust options of a relay or viewer.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JoinTrustArgs {
+    /// The stream to accept (PUBLIC_KEY/NAME, printed by `treecast publish`): media not
+    /// signed by that key is refused. Without it, the stream named by the first parent
+    /// is trusted.
+    #[arg(long, env = "TREECAST_STREAM")]
+    pub stream: Option<StreamName>,
+    /// Join token for a private stream (from `treecast token`).
+    #[arg(long, env = "TREECAST_TOKEN")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (default: publisher.key in the data directory).
+    #[arg(long, env = "TREECAST_KEY")]
+    pub key: Option<PathBuf>,
+    /// Replace an existing key (its streams get a new name).
+    #[arg(long)]
+    pub force: bool,
+    /// Data directory (default: as for the other commands).
+    #[arg(long, env = "TREECAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Who the token is for (kept in the token, for your records).
+    #[arg(long = "for", value_name = "SUBJECT")]
+    pub subject: String,
+    /// The stream's name (the --name given to `treecast publish`).
+    #[arg(long, default_value = "treecast")]
+    pub name: String,
+    /// How long the token is valid (e.g. 2h, 168h).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub valid: Duration,
+    /// The holder may relay but does not get the key of an encrypted stream.
+    #[arg(long)]
+    pub relay_only: bool,
+    /// Publisher key file (default: publisher.key in the data directory).
+    #[arg(long, env = "TREECAST_KEY")]
+    pub key: Option<PathBuf>,
+    /// Data directory (default: as for the other commands).
+    #[arg(long, env = "TREECAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Options every node has.
@@ -146,6 +216,8 @@ pub struct PublishArgs {
     #[command(flatten)]
     pub encode: EncodeArgs,
     #[command(flatten)]
+    pub trust: PublishTrustArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
 }
 
@@ -169,6 +241,8 @@ pub struct RelayArgs {
     /// Emulate a slow downlink: read from the parent at most this many kbit/s.
     #[arg(long, hide = true)]
     pub emulate_downlink_kbps: Option<u64>,
+    #[command(flatten)]
+    pub trust: JoinTrustArgs,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -203,6 +277,8 @@ pub struct WatchArgs {
     /// No status line.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub trust: JoinTrustArgs,
     #[command(flatten)]
     pub node: NodeArgs,
 }

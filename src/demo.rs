@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
-use treecast_relay::node::{Identity, Node, NodeConfig, NodeId, PeerAddr};
+use treecast_relay::node::publisher_key::PublisherKeyFile;
+use treecast_relay::node::{Identity, Node, NodeConfig, NodeId, PeerAddr, TrustConfig};
+use treecast_relay::proto::trust::StreamName;
 
 use crate::cli::{DemoArgs, EncodeArgs};
 use crate::publish::{self, Source};
@@ -13,13 +15,14 @@ use crate::status;
 use crate::watch::{self as watch_cmd, PlayOptions};
 
 /// A demo node; with `join`, it finds its own place in the tree through that node.
-async fn node(join: Option<PeerAddr>, max_children: usize) -> Result<Node> {
+async fn node(join: Option<PeerAddr>, max_children: usize, trust: &TrustConfig) -> Result<Node> {
     let mut cfg = NodeConfig::new(
         Identity::generate().context("creating an identity")?,
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
     cfg.join = join.into_iter().collect();
     cfg.max_children = max_children;
+    cfg.trust = trust.clone();
     Node::start(cfg).await.context("starting a demo node")
 }
 
@@ -36,7 +39,20 @@ fn demo_source() -> Source {
 pub async fn run(args: DemoArgs) -> Result<()> {
     let headless = args.headless || !watch_cmd::have_display();
     // A small origin fan-out, so the tree grows a few levels on one machine.
-    let origin = node(None, 2).await?;
+    // The demo's stream is signed like any other, with a key made for this run; every
+    // other node accepts only media signed by it.
+    let key = PublisherKeyFile::generate().context("creating a publisher key")?;
+    let stream = StreamName::new(key.key.public(), "demo")?;
+    let origin_trust = TrustConfig {
+        stream: Some(stream.clone()),
+        signer: Some(key.key.clone()),
+        ..TrustConfig::default()
+    };
+    let joiner = TrustConfig {
+        stream: Some(stream),
+        ..TrustConfig::default()
+    };
+    let origin = node(None, 2, &origin_trust).await?;
     let origin_addr = origin.addr();
     let mut catalog = origin.catalog();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -63,7 +79,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         _ = tokio::time::sleep(Duration::from_secs(20)) => false,
     };
     let result = if live {
-        run_tree(&args, headless, origin_addr).await
+        run_tree(&args, headless, origin_addr, &joiner).await
     } else {
         Ok(())
     };
@@ -77,24 +93,29 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     result
 }
 
-async fn run_tree(args: &DemoArgs, headless: bool, origin: PeerAddr) -> Result<()> {
+async fn run_tree(
+    args: &DemoArgs,
+    headless: bool,
+    origin: PeerAddr,
+    trust: &TrustConfig,
+) -> Result<()> {
     println!("treecast demo: origin {origin}");
     println!("every node joins through the origin and finds its own place in the tree");
     let mut nodes: Vec<(String, Node)> = Vec::new();
     for i in 0..args.relays {
         nodes.push((
             format!("relay {}", i + 1),
-            node(Some(origin.clone()), 3).await?,
+            node(Some(origin.clone()), 3, trust).await?,
         ));
     }
     for i in 0..args.viewers {
         nodes.push((
             format!("viewer {}", i + 1),
-            node(Some(origin.clone()), 2).await?,
+            node(Some(origin.clone()), 2, trust).await?,
         ));
     }
     let joined_at = Instant::now();
-    let viewer = node(Some(origin.clone()), 2).await?;
+    let viewer = node(Some(origin.clone()), 2, trust).await?;
     let mut names: std::collections::HashMap<NodeId, String> = nodes
         .iter()
         .map(|(name, n)| (n.id(), name.clone()))

@@ -16,4 +16,5 @@ pub mod node_setup;
 pub mod publish;
 pub mod relay_cmd;
 pub mod status;
+pub mod trust_cmd;
 pub mod watch;

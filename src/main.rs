@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use treecast::cli::{Cli, Command};
-use treecast::{config, demo, node_setup, publish, relay_cmd, watch};
+use treecast::{config, demo, node_setup, publish, relay_cmd, trust_cmd, watch};
 
 fn main() -> std::process::ExitCode {
     let cli: Cli = config::parse();
@@ -43,6 +43,12 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Config(a) => config::print(&a),
+            Command::Keygen(a) => {
+                trust_cmd::keygen(&a, &node_setup::data_dir_or(a.data_dir.as_ref()))
+            }
+            Command::Token(a) => {
+                trust_cmd::token(&a, &node_setup::data_dir_or(a.data_dir.as_ref()))
+            }
         }
     });
     match result {

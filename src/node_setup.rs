@@ -49,7 +49,12 @@ impl Role {
 /// Where identities live: `--data-dir`, else `$XDG_DATA_HOME/treecast`, else
 /// `~/.local/share/treecast`, else `./.treecast`.
 pub fn data_dir(args: &NodeArgs) -> PathBuf {
-    if let Some(d) = &args.data_dir {
+    data_dir_or(args.data_dir.as_ref())
+}
+
+/// [`data_dir`] for commands that take only `--data-dir`.
+pub fn data_dir_or(given: Option<&PathBuf>) -> PathBuf {
+    if let Some(d) = given {
         return d.clone();
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {

@@ -17,6 +17,7 @@ use treecast_relay::proto::synthetic::SyntheticSpec;
 use crate::cli::{EncodeArgs, PublishArgs};
 use crate::node_setup::{self, Role};
 use crate::status::{self, StatusLine, fmt_bytes_rate};
+use crate::trust_cmd;
 
 /// What the origin broadcasts.
 #[derive(Debug, Clone)]
@@ -90,12 +91,26 @@ pub fn encode_settings(e: &EncodeArgs) -> Result<treecast_player::EncodeSettings
 
 pub async fn run(args: PublishArgs) -> Result<()> {
     let source = parse_source(&args.source, args.looping)?;
-    let node =
-        node_setup::start(node_setup::config(&args.node, Role::Origin, None, vec![])?).await?;
+    let mut cfg = node_setup::config(&args.node, Role::Origin, None, vec![])?;
+    cfg.trust =
+        trust_cmd::origin_trust(&args.trust, &args.name, &node_setup::data_dir(&args.node))?;
+    let stream = cfg.trust.stream.clone();
+    let private = cfg.trust.private;
+    let node = node_setup::start(cfg).await?;
     let addr = node_setup::public_addr(&node, &args.node);
+    let pin = stream.map(|s| format!(" --stream {s}")).unwrap_or_default();
     println!("treecast origin {addr}");
-    println!("  watch with:  treecast watch {addr}");
-    println!("  relay with:  treecast relay --join {addr}");
+    if private {
+        println!(
+            "  private:     joining needs a token: treecast token --name {} --for WHO",
+            args.name
+        );
+        println!("  watch with:  treecast watch {addr}{pin} --token TOKEN");
+        println!("  relay with:  treecast relay --join {addr}{pin} --token TOKEN");
+    } else {
+        println!("  watch with:  treecast watch {addr}{pin}");
+        println!("  relay with:  treecast relay --join {addr}{pin}");
+    }
     let stop = async {
         tokio::select! {
             _ = status::shutdown_signal() => {}

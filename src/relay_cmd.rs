@@ -17,6 +17,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         args.join.clone(),
     )?;
     cfg.ingest_rate_limit = args.emulate_downlink_kbps.map(|k| k * 1000 / 8);
+    cfg.trust = crate::trust_cmd::joiner_trust(&args.trust)?;
     let node = node_setup::start(cfg).await?;
     let addr = node_setup::public_addr(&node, &args.node);
     println!("treecast relay {addr}");

@@ -44,7 +44,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         );
     }
     let joined_at = Instant::now();
-    let cfg = node_setup::config(&args.node, Role::Viewer, args.parent.clone(), join)?;
+    let mut cfg = node_setup::config(&args.node, Role::Viewer, args.parent.clone(), join)?;
+    cfg.trust = crate::trust_cmd::joiner_trust(&args.trust)?;
     let node = node_setup::start(cfg).await?;
     println!(
         "treecast viewer {}",
@@ -113,6 +114,11 @@ pub async fn play(
         .context("the node stopped before the stream's catalog arrived")?
         .clone()
         .unwrap_or_default();
+    if catalog.sealed_epoch.is_some() && !node.can_decrypt() {
+        bail!(
+            "this stream is encrypted end to end and your token carries no content key (a relay-only token?): ask the publisher for a viewer token"
+        );
+    }
     let player = Player::new(
         &catalog,
         PlayerConfig {

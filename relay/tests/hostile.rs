@@ -11,6 +11,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use treecast_relay::node::{Identity, Node, PeerAddr, tls};
 use treecast_relay::proto::control::ControlMessage;
 use treecast_relay::proto::group::{GroupHeader, encode_frame_header};
+use treecast_relay::proto::media::SignedCatalog;
 use treecast_relay::proto::synthetic::SyntheticSpec;
 use treecast_relay::proto::tree_msg::TreeInfo;
 use treecast_relay::proto::{ALPN, ErrorCode, varint};
@@ -161,6 +162,7 @@ async fn subscribing_twice_is_a_protocol_violation() {
         resume: vec![],
         capacity: 0,
         replaces: None,
+        token: None,
     }
     .to_bytes();
     send.write_all(&m).await.unwrap();
@@ -201,7 +203,10 @@ async fn hostile_parent_on_signal(
         let mut buf = [0u8; 64];
         let _ = recv.read(&mut buf).await.unwrap();
         send.write_all(
-            &ControlMessage::Catalog(SyntheticSpec::default().catalog("evil")).to_bytes(),
+            &ControlMessage::Catalog(SignedCatalog::unsigned(
+                SyntheticSpec::default().catalog("evil"),
+            ))
+            .to_bytes(),
         )
         .await
         .unwrap();
@@ -290,4 +295,32 @@ async fn oversize_frame_and_garbage_stream_from_a_parent_are_named() {
     let (code, relay) = hostile_parent(b"GET / HTTP/1.1\r\n\r\n".to_vec()).await;
     assert_eq!(code, Some(ErrorCode::ProtocolViolation));
     relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_flood_is_cut_off_with_rate_limited() {
+    let mut s = Setup::new().await;
+    let sub = s.good.subscribe_local();
+    let conn = raw_connect(&s.relay.addr(), ALPN).await.expect("handshake");
+    let probe = ControlMessage::Probe { token: None }.to_bytes();
+    let mut answered = 0;
+    for _ in 0..200 {
+        let Ok((mut send, mut recv)) = conn.open_bi().await else {
+            break;
+        };
+        if send.write_all(&probe).await.is_err() {
+            break;
+        }
+        let _ = send.finish();
+        match recv.read_to_end(64 * 1024).await {
+            Ok(b) if !b.is_empty() => answered += 1,
+            _ => break,
+        }
+    }
+    let e = conn.closed().await;
+    assert_eq!(close_code(&e), Some(ErrorCode::RateLimited), "{e}");
+    // The burst is answered, the flood is not.
+    assert!((20..200).contains(&answered), "{answered} probes answered");
+    s.good_child_still_served(&sub, 10).await;
+    s.stop().await;
 }

@@ -16,6 +16,7 @@ fn f(track: TrackId, group: u64, seq: u64, size: usize) -> Frame {
         keyframe: false,
         capture_us: 0,
         payload: Bytes::from(vec![0; size]),
+        signature: None,
     }
 }
 

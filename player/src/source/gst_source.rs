@@ -250,6 +250,7 @@ impl GstSource {
         let catalog = Catalog {
             name: "test".into(),
             tracks: vec![settings.video_track(), settings.audio_track(2)],
+            ..Default::default()
         };
         let src = GstSource::spawn(pipeline, None, tx, rx, timeline)?;
         Ok((src, catalog))
@@ -275,6 +276,7 @@ impl GstSource {
         let catalog = Catalog {
             name: catalog_name(path),
             tracks,
+            ..Default::default()
         };
         let reopen = looping.then(|| Reopen {
             path: path.to_path_buf(),

@@ -124,6 +124,7 @@ impl WavSource {
         let catalog = Catalog {
             name: catalog_name(path),
             tracks: vec![settings.audio_track(spec.channels as u8)],
+            ..Default::default()
         };
         let src = WavSource {
             path: path.to_path_buf(),

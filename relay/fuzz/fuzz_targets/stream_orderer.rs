@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
                     keyframe: false,
                     capture_us: 0,
                     payload: Bytes::from(vec![0; usize::from(arg)]),
+                    signature: None,
                 };
                 o.frame(f, &mut out);
             }

@@ -35,8 +35,17 @@ use crate::proto::{DecodeError, ErrorCode};
 pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
+        let remote = incoming.remote_address();
+        let slot = match shared.admission.admit(remote.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                debug!(%remote, ?why, "connection refused by the admission limits");
+                incoming.refuse();
+                continue;
+            }
+        };
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
+            let _slot = slot;
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -128,7 +137,8 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
     };
     let peer_addr = PeerAddr::new(peer, conn.remote_address());
     let timeout = shared.config.peer_timeout;
-    // Probes (any number), then at most one subscription.
+    // Probes (within the request budget), then at most one subscription.
+    let mut budget = shared.admission.request_bucket(Instant::now());
     let (mut send, mut recv, mut dec, capacity, resume, replaces) = loop {
         let (mut send, mut recv) = match tokio::time::timeout(PROBE_GRACE, conn.accept_bi()).await {
             Ok(Ok(s)) => s,
@@ -145,7 +155,20 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         )
         .await;
         match first {
-            Ok(Ok(Some(ControlMessage::Probe))) => {
+            Ok(Ok(Some(ControlMessage::Probe { .. }))) if !budget.allow(Instant::now()) => {
+                return Err(violation(
+                    &shared,
+                    &conn,
+                    &addr,
+                    ErrorCode::RateLimited,
+                    "too many probes per second",
+                ));
+            }
+            Ok(Ok(Some(ControlMessage::Probe { token }))) => {
+                if let Err(e) = shared.trust.check_token(token.as_ref()) {
+                    refuse(&conn, &mut send, ErrorCode::Unauthorized, &e.to_string()).await;
+                    return Ok(());
+                }
                 let (reply, movable) = {
                     let o = lock(&shared.overlay);
                     (o.probe_reply(), o.movable())
@@ -166,7 +189,14 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                 resume,
                 capacity,
                 replaces,
-            }))) => break (send, recv, dec, capacity, resume, replaces),
+                token,
+            }))) => {
+                if let Err(e) = shared.trust.check_token(token.as_ref()) {
+                    refuse(&conn, &mut send, ErrorCode::Unauthorized, &e.to_string()).await;
+                    return Ok(());
+                }
+                break (send, recv, dec, capacity, resume, replaces);
+            }
             Ok(Ok(Some(other))) => {
                 return Err(violation(
                     &shared,
@@ -204,16 +234,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         Ok(info) => info,
         Err(refused) => {
             let (code, reason) = refusal_text(&shared, &refused.why);
-            let msg = ControlMessage::Refuse {
-                code: code.value(),
-                reason: reason.clone(),
-                redirect: refused.redirect,
-            };
-            let _ = send.write_all(&msg.to_bytes()).await;
-            let _ = send.finish();
-            // Let the refusal arrive before the close.
-            let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
-            close(&conn, code, &reason);
+            refuse_with(&conn, &mut send, code, &reason, refused.redirect).await;
             return Ok(());
         }
     };
@@ -225,6 +246,36 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
     lock(&shared.overlay).handle_child_gone(&peer);
     shared.kick.notify_one();
     result
+}
+
+/// Refuses a request (no redirect) and closes the connection.
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    reason: &str,
+) {
+    debug!(peer = %conn.remote_address(), "refused: {reason}");
+    refuse_with(conn, send, code, reason, Vec::new()).await;
+}
+
+async fn refuse_with(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    reason: &str,
+    redirect: Vec<crate::proto::tree_msg::Candidate>,
+) {
+    let msg = ControlMessage::Refuse {
+        code: code.value(),
+        reason: reason.to_string(),
+        redirect,
+    };
+    let _ = send.write_all(&msg.to_bytes()).await;
+    let _ = send.finish();
+    // Let the refusal arrive before the close.
+    let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+    close(conn, code, reason);
 }
 
 /// Whether child `r`'s slot may be taken: it announced it is leaving, or it has sent
@@ -289,12 +340,12 @@ async fn serve_child(
 ) -> Result<(), PeerError> {
     // The catalog first (a rooted node has it), then the child's place in the tree.
     let mut cat = shared.catalog.subscribe();
-    let catalog = tokio::select! {
-        c = async { cat.wait_for(|c| c.is_some()).await.map(|c| c.clone()) } => match c {
-            Ok(c) => c.unwrap_or_default(),
-            Err(_) => return Ok(()),
-        },
+    tokio::select! {
+        c = cat.wait_for(|c| c.is_some()) => if c.is_err() { return Ok(()) },
         e = conn.closed() => return Err(lost(addr, describe_connection_error(&e))),
+    };
+    let Some(catalog) = lock(&shared.signed_catalog).clone() else {
+        return Ok(());
     };
     let mut out = BytesMut::new();
     ControlMessage::Catalog(catalog).encode(&mut out);
@@ -406,7 +457,7 @@ fn message_name(m: &ControlMessage) -> &'static str {
         ControlMessage::Catalog(_) => "catalog",
         ControlMessage::Refuse { .. } => "refuse",
         ControlMessage::Goodbye { .. } => "goodbye",
-        ControlMessage::Probe => "probe",
+        ControlMessage::Probe { .. } => "probe",
         ControlMessage::ProbeReply { .. } => "probe reply",
         ControlMessage::Tree(_) => "tree",
         ControlMessage::Status { .. } => "status",
@@ -460,6 +511,15 @@ async fn send_loop(
                 let _ = g.stream.finish();
             }
             return Ok(());
+        };
+        // Fault injection (tests of a hostile relay): alter what goes to children.
+        let frame = match &shared.config.tamper {
+            Some(t) => {
+                let mut f = frame;
+                t.0(&mut f);
+                f
+            }
+            None => frame,
         };
         reset_stale(sub, &mut open);
         let need_new = open

@@ -33,6 +33,8 @@ pub(crate) struct Counters {
     pub dropped_frames: AtomicU64,
     pub dropped_groups: AtomicU64,
     pub protocol_errors: AtomicU64,
+    pub bad_signatures: AtomicU64,
+    pub undecryptable: AtomicU64,
 }
 
 /// Who a subscriber is.

@@ -21,7 +21,9 @@
 //! ```
 
 mod addr;
+mod admission;
 mod child;
+mod config;
 mod control_io;
 mod driver;
 mod endpoint;
@@ -31,8 +33,10 @@ mod hub;
 mod identity;
 pub mod netem;
 mod probe;
+pub mod publisher_key;
 mod throttle;
 pub mod tls;
+mod trust;
 mod upstream;
 mod watchdog;
 
@@ -46,108 +50,22 @@ use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::info;
 
 pub use addr::{AddrError, PeerAddr};
+pub use admission::AdmissionLimits;
+pub use config::{NodeConfig, Tamper};
 pub use error::{NodeError, PeerError, describe_connection_error};
 pub use events::NodeEvent;
 pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
+pub use trust::TrustConfig;
 
+use crate::proto::ErrorCode;
 use crate::proto::cache::Admit;
-use crate::proto::media::{Catalog, Frame};
-use crate::proto::overlay::{Overlay, OverlayConfig, OverlayEvent};
-use crate::proto::send_queue::QueueLimits;
-use crate::proto::{ErrorCode, Limits};
+use crate::proto::media::{Catalog, Frame, SignedCatalog};
+use crate::proto::overlay::{Overlay, OverlayEvent};
 use driver::{ChildChannels, ParentHandle};
 use hub::{Counters, Hub, Subscriber, SubscriberKind, lock};
 use identity::NodeId as Id;
 use probe::ConnCache;
 use throttle::Throttle;
-
-/// How a node is set up.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    /// The node's long-lived identity.
-    pub identity: Identity,
-    /// UDP address to listen on for children.
-    pub listen: SocketAddr,
-    /// A parent given by hand: attach to it directly (repair still uses backups).
-    pub parent: Option<PeerAddr>,
-    /// Nodes already in the tree to join through: the node finds its own place.
-    /// A node with neither `parent` nor `join` is the origin.
-    pub join: Vec<PeerAddr>,
-    /// Overlay tunables (capacity and role are set from this config).
-    pub overlay: OverlayConfig,
-    /// Seed for the overlay's timer jitter.
-    pub seed: u64,
-    /// How long a leaving node waits for its children to move before it closes.
-    pub leave_timeout: Duration,
-    /// Most children accepted at once (0: accept none).
-    pub max_children: usize,
-    /// Wire decoder bounds.
-    pub limits: Limits,
-    /// Bounds of each child's send queue.
-    pub child_queue: QueueLimits,
-    /// Bounds of the local player's queue.
-    pub local_queue: QueueLimits,
-    /// Groups of each track kept for late joiners and resuming children.
-    pub cache_groups: usize,
-    /// How long to wait for a parent to answer a connection attempt.
-    pub connect_timeout: Duration,
-    /// A peer that sends nothing (not even keep-alives) for this long is gone.
-    pub idle_timeout: Duration,
-    /// Keep-alive interval (keeps idle detection working on a quiet stream).
-    pub keep_alive: Duration,
-    /// Experimental, off by default: a child that sends nothing for this long is taken
-    /// for crashed and its slot freed (faster than the idle timeout).
-    ///
-    /// With 250/350 ms it cut repair times at 50-100 in-process nodes (p50 0.46 s and
-    /// 0.82 s instead of 0.81 s and 1.6-2.0 s), but at 200 in-process nodes on 2 cores
-    /// most orphans then failed to repair within 8 s; until that is understood it stays
-    /// off.
-    pub child_silence: Option<Duration>,
-    /// Experimental, off by default: the same for the parent (set it longer than
-    /// `child_silence`, so a crashed node's parent frees the slot before orphans ask).
-    pub parent_silence: Option<Duration>,
-    /// How long a peer may take to send what it must (stream headers, the subscription).
-    pub peer_timeout: Duration,
-    /// Emulate a slow downlink from the parent: read at most this many bytes per second.
-    pub ingest_rate_limit: Option<u64>,
-    /// Emulate network links (delay, jitter, loss, rate) on this node's outgoing
-    /// datagrams; for tests and benchmarks, since `tc netem` is not available.
-    pub link_model: Option<Arc<dyn netem::LinkModel>>,
-}
-
-impl NodeConfig {
-    /// Defaults for a relay with `identity` listening on `listen`.
-    pub fn new(identity: Identity, listen: SocketAddr) -> Self {
-        let seed = u64::from_le_bytes(identity.id().as_bytes()[..8].try_into().unwrap_or([1; 8]));
-        NodeConfig {
-            identity,
-            listen,
-            parent: None,
-            join: Vec::new(),
-            overlay: OverlayConfig::default(),
-            seed,
-            leave_timeout: Duration::from_secs(3),
-            max_children: 4,
-            limits: Limits::default(),
-            child_queue: QueueLimits::default(),
-            local_queue: QueueLimits {
-                max_bytes: 32 * 1024 * 1024,
-                max_wait: Duration::from_secs(10),
-            },
-            cache_groups: 2,
-            connect_timeout: Duration::from_secs(5),
-            // A crashed parent is noticed within ~0.45 s, so that with the repair a viewer
-            // with a 1 s playout buffer does not stall.
-            idle_timeout: Duration::from_millis(450),
-            keep_alive: Duration::from_millis(100),
-            child_silence: None,
-            parent_silence: None,
-            peer_timeout: Duration::from_secs(5),
-            ingest_rate_limit: None,
-            link_model: None,
-        }
-    }
-}
 
 /// A snapshot of a node's counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -185,6 +103,10 @@ pub struct NodeStats {
     pub depth: Option<u32>,
     /// Nodes in this node's subtree (itself included), as its children report.
     pub subtree: u32,
+    /// Frames refused because their signature did not verify (the sender was cut off).
+    pub bad_signatures: u64,
+    /// Frames the local player could not decrypt.
+    pub undecryptable: u64,
 }
 
 #[derive(Debug)]
@@ -193,6 +115,10 @@ pub(crate) struct Shared {
     pub hub: Mutex<Hub>,
     pub counters: Counters,
     pub catalog: watch::Sender<Option<Catalog>>,
+    /// The catalog as signed by the origin, forwarded to children unchanged.
+    pub signed_catalog: Mutex<Option<SignedCatalog>>,
+    pub trust: trust::Trust,
+    pub admission: admission::Admission,
     pub shutdown: watch::Sender<bool>,
     pub throttle: Option<Throttle>,
     pub events: broadcast::Sender<NodeEvent>,
@@ -271,6 +197,9 @@ impl Node {
             hub: Mutex::new(Hub::new(config.cache_groups)),
             counters: Counters::default(),
             catalog: watch::channel(None).0,
+            signed_catalog: Mutex::new(None),
+            trust: trust::Trust::new(config.trust.clone()),
+            admission: admission::Admission::new(config.admission),
             shutdown,
             throttle,
             events: broadcast::channel(4096).0,
@@ -361,8 +290,14 @@ impl Node {
     }
 
     /// Makes this node the origin of a broadcast with `catalog`.
+    ///
+    /// With a publisher key in [`NodeConfig::trust`], the catalog and every frame sent
+    /// are signed (and sealed, for an encrypted stream).
     pub fn publish(&self, catalog: Catalog) -> Publisher {
-        self.shared.catalog.send_replace(Some(catalog));
+        let signed = self.shared.trust.publish_catalog(catalog);
+        let parsed = signed.catalog.clone();
+        *lock(&self.shared.signed_catalog) = Some(signed);
+        self.shared.catalog.send_replace(Some(parsed));
         Publisher {
             shared: self.shared.clone(),
         }
@@ -442,7 +377,23 @@ impl Node {
             parent: parent.map(|p| p.0),
             depth,
             subtree,
+            bad_signatures: c.bad_signatures.load(Ordering::Relaxed),
+            undecryptable: c.undecryptable.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether this node holds the key to the stream's encrypted payloads (always true
+    /// for a stream that is not encrypted, once its catalog is known).
+    pub fn can_decrypt(&self) -> bool {
+        let sealed = lock(&self.shared.signed_catalog)
+            .as_ref()
+            .is_some_and(|c| c.catalog.sealed_epoch.is_some());
+        !sealed || self.shared.trust.can_open()
+    }
+
+    /// The stream this node carries, once known (given, or named by the first catalog).
+    pub fn stream(&self) -> Option<crate::proto::trust::StreamName> {
+        self.shared.trust.stream()
     }
 
     /// The node's current parent, if attached.
@@ -513,7 +464,8 @@ pub struct Publisher {
 impl Publisher {
     /// Sends a frame to every child (and local subscriber). Frames must carry increasing
     /// sequence numbers per track (use [`crate::proto::media::Packager`]).
-    pub fn send(&self, frame: Frame) -> Admit {
+    pub fn send(&self, mut frame: Frame) -> Admit {
+        self.shared.trust.seal_and_sign(&mut frame);
         self.shared.ingest(frame)
     }
 }
@@ -527,8 +479,23 @@ pub struct LocalSubscription {
 
 impl LocalSubscription {
     /// The next frame; `None` when the node shuts down.
+    ///
+    /// Payloads of an encrypted stream arrive decrypted; a frame that does not decrypt
+    /// is dropped and counted (see [`NodeStats::undecryptable`]).
     pub async fn next(&self) -> Option<Frame> {
-        self.sub.next().await
+        loop {
+            let mut f = self.sub.next().await?;
+            match self.shared.trust.open_for_local(&mut f) {
+                Ok(()) => return Some(f),
+                Err(e) => {
+                    self.shared
+                        .counters
+                        .undecryptable
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("{e}");
+                }
+            }
+        }
     }
 
     /// Frames this consumer's queue had to drop because it fell behind.

@@ -115,7 +115,10 @@ pub(crate) async fn probe(
             .open_bi()
             .await
             .map_err(|e| lost(describe_connection_error(&e)))?;
-        send.write_all(&ControlMessage::Probe.to_bytes())
+        let probe = ControlMessage::Probe {
+            token: shared.trust.own_token(),
+        };
+        send.write_all(&probe.to_bytes())
             .await
             .map_err(|e| lost(e.to_string()))?;
         let _ = send.finish();
@@ -134,6 +137,13 @@ pub(crate) async fn probe(
                 free,
                 movable,
                 candidates,
+            }),
+            Ok(Some(ControlMessage::Refuse { code, reason, .. })) => Err(PeerError::Refused {
+                addr: peer.clone(),
+                code: crate::proto::ErrorCode::from_value(u64::from(code))
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| format!("code 0x{code:x}")),
+                reason,
             }),
             Ok(Some(other)) => Err(PeerError::Violation {
                 addr: peer.to_string(),

@@ -26,6 +26,7 @@ use crate::proto::group::{GroupDecoder, GroupHeader};
 use crate::proto::order::StreamOrderer;
 use crate::proto::overlay::{Refusal, Refused};
 use crate::proto::tree_msg::TreeInfo;
+use crate::proto::trust::TrustError;
 use crate::proto::{DecodeError, ErrorCode};
 
 /// An established, subscribed session.
@@ -75,6 +76,9 @@ pub(crate) async fn attach_and_run(
                 }
                 Err(e) => {
                     warn!("{e}");
+                    if is_forgery(&e) {
+                        lock(&shared.overlay).handle_distrust(Instant::now(), &to.id);
+                    }
                     parent_lost(&shared, &to, e.to_string());
                 }
             }
@@ -82,14 +86,19 @@ pub(crate) async fn attach_and_run(
         Err(AttachError::Refused(e, refused)) => {
             debug!("{e}");
             lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Err(Some(refused)));
-            // A refusal redirects a joiner; only a parent given by hand is final.
-            if shared.config.parent.is_some() {
+            // A refusal redirects a joiner; only a parent given by hand, or a refused
+            // token, is final.
+            let unauthorized = matches!(&e, PeerError::Refused { code, .. } if code.starts_with(ErrorCode::Unauthorized.name()));
+            if shared.config.parent.is_some() || unauthorized {
                 note_failure(&shared, &to, e);
             }
             shared.kick.notify_one();
         }
         Err(AttachError::Failed(e)) => {
             debug!("attach to {to} failed: {e}");
+            if is_forgery(&e) {
+                lock(&shared.overlay).handle_distrust(Instant::now(), &to.id);
+            }
             lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Err(None));
             note_failure(&shared, &to, e);
             shared.kick.notify_one();
@@ -107,6 +116,37 @@ fn parent_lost(shared: &Shared, parent: &PeerAddr, reason: String) {
         reason,
     });
     shared.kick.notify_one();
+}
+
+/// Whether the parent was cut off for breaking the stream's integrity.
+fn is_forgery(e: &PeerError) -> bool {
+    matches!(
+        e,
+        PeerError::Violation {
+            code: ErrorCode::BadSignature,
+            ..
+        }
+    )
+}
+
+/// Cuts off a parent that sent media or a catalog the publisher did not sign.
+fn distrusted(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    parent: &PeerAddr,
+    e: TrustError,
+) -> PeerError {
+    shared
+        .counters
+        .bad_signatures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reason = e.to_string();
+    shared.misbehaved(conn, &parent.to_string(), e.code(), &reason);
+    PeerError::Violation {
+        addr: parent.to_string(),
+        code: e.code(),
+        reason,
+    }
 }
 
 fn refused(parent: &PeerAddr, code: u64, reason: &[u8]) -> PeerError {
@@ -197,6 +237,7 @@ async fn attach(
         resume,
         capacity: shared.config.max_children as u32,
         replaces,
+        token: shared.trust.own_token(),
     };
     send.write_all(&sub.to_bytes())
         .await
@@ -208,7 +249,12 @@ async fn attach(
         loop {
             match next_control(shared, to, &conn, &mut recv, &mut dec).await {
                 Ok(Some(ControlMessage::Catalog(c))) if !catalog => {
-                    shared.catalog.send_replace(Some(c));
+                    if let Err(e) = shared.trust.accept_catalog(&c) {
+                        return Err(AttachError::Failed(distrusted(shared, &conn, to, e)));
+                    }
+                    let parsed = c.catalog.clone();
+                    *lock(&shared.signed_catalog) = Some(c);
+                    shared.catalog.send_replace(Some(parsed));
                     catalog = true;
                 }
                 Ok(Some(ControlMessage::Tree(info))) if catalog => return Ok(info),
@@ -411,9 +457,12 @@ async fn receive(
                 shared.ingest(f);
             }
             drop(o);
-            if let Err(e) = r {
-                let _ = err_tx.try_send(protocol(&shared, &conn, &parent, e));
-            }
+            let e = match r {
+                Ok(()) => return,
+                Err(GroupError::Decode(e)) => protocol(&shared, &conn, &parent, e),
+                Err(GroupError::Trust(e)) => distrusted(&shared, &conn, &parent, e),
+            };
+            let _ = err_tx.try_send(e);
         });
     }
 }
@@ -437,18 +486,36 @@ async fn read_header(
     }
 }
 
-/// Reads a group's frames into the orderer. A reset stream (stale group dropped by the
-/// parent) ends quietly; a malformed one is an error.
+/// Why a group stream was cut off.
+enum GroupError {
+    Decode(DecodeError),
+    Trust(TrustError),
+}
+
+impl From<DecodeError> for GroupError {
+    fn from(e: DecodeError) -> Self {
+        GroupError::Decode(e)
+    }
+}
+
+/// Reads a group's frames into the orderer, each checked against the publisher's
+/// signature first (a forged frame is never cached, forwarded or played). A reset stream
+/// (stale group dropped by the parent) ends quietly; a malformed or forged one is an
+/// error.
 async fn read_group(
     shared: &Arc<Shared>,
     orderer: &std::sync::Mutex<StreamOrderer>,
     header: GroupHeader,
     mut recv: quinn::RecvStream,
     mut dec: GroupDecoder,
-) -> Result<(), DecodeError> {
+) -> Result<(), GroupError> {
     let mut out = Vec::new();
     loop {
         while let Some(frame) = dec.next_frame()? {
+            shared
+                .trust
+                .verify_frame(&frame)
+                .map_err(GroupError::Trust)?;
             let mut o = lock(orderer);
             o.frame(frame, &mut out);
             for f in out.drain(..) {
@@ -462,7 +529,7 @@ async fn read_group(
                 }
                 dec.push(&c.bytes);
             }
-            Ok(None) => return dec.finish(),
+            Ok(None) => return Ok(dec.finish()?),
             Err(quinn::ReadError::Reset(code)) => {
                 debug!(track = header.track, group = header.group, code = %code, "group stream reset by parent");
                 return Ok(());

@@ -143,6 +143,7 @@ mod tests {
             keyframe,
             capture_us: 0,
             payload: Bytes::from_static(b"p"),
+            signature: None,
         }
     }
 

@@ -30,6 +30,12 @@ pub enum ErrorCode {
     NotRooted = 0x8,
     /// Accepting the subscriber would make a loop (it is an ancestor of the node).
     WouldLoop = 0x9,
+    /// A frame or catalog is not signed by the stream's publisher (altered or injected).
+    BadSignature = 0xa,
+    /// The peer presented no valid join token for a private stream.
+    Unauthorized = 0xb,
+    /// The peer sends requests faster than allowed.
+    RateLimited = 0xc,
     /// Stream reset: this group went stale for a slow child and was dropped.
     GroupDropped = 0x10,
     /// Something failed inside this node (not the peer's fault).
@@ -38,7 +44,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for lookups.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::NoError,
         ErrorCode::ProtocolViolation,
         ErrorCode::TooLarge,
@@ -49,6 +55,9 @@ impl ErrorCode {
         ErrorCode::GoingAway,
         ErrorCode::NotRooted,
         ErrorCode::WouldLoop,
+        ErrorCode::BadSignature,
+        ErrorCode::Unauthorized,
+        ErrorCode::RateLimited,
         ErrorCode::GroupDropped,
         ErrorCode::Internal,
     ];
@@ -78,6 +87,9 @@ impl ErrorCode {
             ErrorCode::GoingAway => "going_away",
             ErrorCode::NotRooted => "not_rooted",
             ErrorCode::WouldLoop => "would_loop",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::GroupDropped => "group_dropped",
             ErrorCode::Internal => "internal_error",
         }

@@ -5,28 +5,31 @@
 //!
 //! | type | message      | direction      | fields                                      |
 //! |------|--------------|----------------|---------------------------------------------|
-//! | 0x01 | `Subscribe`  | child → parent | capacity, count, (track, next_seq) per track |
-//! | 0x02 | `Catalog`    | parent → child | JSON document (see [`Catalog`])             |
+//! | 0x01 | `Subscribe`  | child → parent | capacity, replaces, resume points, token     |
+//! | 0x02 | `Catalog`    | parent → child | JSON (see [`Catalog`]), origin signature     |
 //! | 0x03 | `Refuse`     | parent → child | error code, reason (UTF-8), redirect list   |
 //! | 0x04 | `Goodbye`    | either         | handover list: where the children should go |
-//! | 0x05 | `Probe`      | joiner → node  | (none): who are you, whom do you know       |
+//! | 0x05 | `Probe`      | joiner → node  | token: who are you, whom do you know        |
 //! | 0x06 | `ProbeReply` | node → joiner  | rooted, depth, free, capacity, candidates   |
 //! | 0x07 | `Tree`       | parent → child | [`TreeInfo`]: rooted, path, backups         |
 //! | 0x08 | `Status`     | child → parent | free, subtree size, rooms (≤ 4 candidates)  |
 //! | 0x09 | `Leaving`    | child → parent | (none): my children may ask for my slot     |
 //!
-//! Field encodings of candidates and tree info: [`super::tree_msg`].
+//! Field encodings of candidates and tree info: [`super::tree_msg`]. A token is
+//! `varint len | bytes` (len 0: none; at most [`MAX_TOKEN`] bytes); a catalog is
+//! `varint len | JSON | 0 | 1 signature(64)`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::DecodeError;
 use super::id::NodeId;
 use super::limits::Limits;
-use super::media::{Catalog, TrackId};
+use super::media::{Catalog, SignedCatalog, TrackId};
 use super::tree_msg::{
     Candidate, TreeInfo, get_candidates, get_id, get_tree_info, get_u32_field, put_candidates,
     put_id, put_tree_info,
 };
+use super::trust::token::MAX_TOKEN;
 use super::varint;
 
 const T_SUBSCRIBE: u8 = 0x01;
@@ -69,9 +72,12 @@ pub enum ControlMessage {
         /// The subscriber was handed over by this (leaving) child of the parent and asks
         /// for its slot.
         replaces: Option<NodeId>,
+        /// Join token (private streams), in its wire form.
+        token: Option<Bytes>,
     },
-    /// Parent → child: the tracks of the broadcast. Sent once, before any media.
-    Catalog(Catalog),
+    /// Parent → child: the tracks of the broadcast, as the origin signed them. Sent once,
+    /// before any media.
+    Catalog(SignedCatalog),
     /// Parent → child: the subscription is refused (the connection closes after it).
     Refuse {
         /// Why, as a numeric [`ErrorCode`](super::ErrorCode) value.
@@ -87,7 +93,10 @@ pub enum ControlMessage {
         handover: Vec<Candidate>,
     },
     /// Joiner → node: describe yourself and the parents you know.
-    Probe,
+    Probe {
+        /// Join token (private streams), in its wire form.
+        token: Option<Bytes>,
+    },
     /// Node → joiner: the answer to a probe.
     ProbeReply {
         /// Whether the node is connected to the origin.
@@ -128,6 +137,7 @@ impl ControlMessage {
                 resume,
                 capacity,
                 replaces,
+                token,
             } => {
                 body.put_u8(T_SUBSCRIBE);
                 varint::put(&mut body, u64::from(*capacity));
@@ -143,12 +153,19 @@ impl ControlMessage {
                     varint::put(&mut body, u64::from(r.track));
                     varint::put(&mut body, r.next_seq);
                 }
+                put_token(&mut body, token.as_ref());
             }
             ControlMessage::Catalog(c) => {
                 body.put_u8(T_CATALOG);
-                // Serialising our own plain data structure cannot fail.
-                let json = serde_json::to_vec(c).unwrap_or_default();
-                body.put_slice(&json);
+                varint::put(&mut body, c.json.len() as u64);
+                body.put_slice(&c.json);
+                match &c.signature {
+                    Some(sig) => {
+                        body.put_u8(1);
+                        body.put_slice(sig);
+                    }
+                    None => body.put_u8(0),
+                }
             }
             ControlMessage::Refuse {
                 code,
@@ -166,7 +183,10 @@ impl ControlMessage {
                 body.put_u8(T_GOODBYE);
                 put_candidates(&mut body, handover);
             }
-            ControlMessage::Probe => body.put_u8(T_PROBE),
+            ControlMessage::Probe { token } => {
+                body.put_u8(T_PROBE);
+                put_token(&mut body, token.as_ref());
+            }
             ControlMessage::Leaving => body.put_u8(T_LEAVING),
             ControlMessage::ProbeReply {
                 rooted,
@@ -243,17 +263,42 @@ impl ControlMessage {
                     let next_seq = varint::get_complete(&mut body, "subscribe")?;
                     resume.push(ResumePoint { track, next_seq });
                 }
+                let token = get_token(&mut body)?;
                 ControlMessage::Subscribe {
                     resume,
                     capacity,
                     replaces,
+                    token,
                 }
             }
             T_CATALOG => {
-                let c: Catalog = serde_json::from_slice(&body)
+                let len = varint::get_complete(&mut body, "catalog")?;
+                if (body.remaining() as u64) < len {
+                    return Err(DecodeError::Truncated("catalog"));
+                }
+                let json = body.split_to(len as usize);
+                let catalog: Catalog = serde_json::from_slice(&json)
                     .map_err(|e| DecodeError::Catalog(e.to_string()))?;
-                body.advance(body.remaining());
-                ControlMessage::Catalog(c)
+                if !body.has_remaining() {
+                    return Err(DecodeError::Truncated("catalog signature flag"));
+                }
+                let signature = match body.get_u8() {
+                    0 => None,
+                    1 => {
+                        if body.remaining() < 64 {
+                            return Err(DecodeError::Truncated("catalog signature"));
+                        }
+                        let mut sig = [0u8; 64];
+                        body.copy_to_slice(&mut sig);
+                        Some(sig)
+                    }
+                    _ => return Err(DecodeError::Malformed("catalog signature flag")),
+                };
+                ControlMessage::Catalog(SignedCatalog {
+                    catalog,
+                    json,
+                    signature,
+                })
             }
             T_REFUSE => {
                 let code = varint::get_complete(&mut body, "refuse")?;
@@ -283,7 +328,9 @@ impl ControlMessage {
             T_GOODBYE => ControlMessage::Goodbye {
                 handover: get_candidates(&mut body)?,
             },
-            T_PROBE => ControlMessage::Probe,
+            T_PROBE => ControlMessage::Probe {
+                token: get_token(&mut body)?,
+            },
             T_LEAVING => ControlMessage::Leaving,
             T_PROBE_REPLY => {
                 if !body.has_remaining() {
@@ -340,6 +387,31 @@ impl ControlMessage {
         }
         Ok(msg)
     }
+}
+
+fn put_token(out: &mut BytesMut, token: Option<&Bytes>) {
+    match token {
+        Some(t) if t.len() <= MAX_TOKEN => {
+            varint::put(out, t.len() as u64);
+            out.put_slice(t);
+        }
+        _ => varint::put(out, 0),
+    }
+}
+
+fn get_token(body: &mut Bytes) -> Result<Option<Bytes>, DecodeError> {
+    let len = varint::get_complete(body, "join token")?;
+    if len > MAX_TOKEN as u64 {
+        return Err(DecodeError::TooLarge {
+            what: "join token",
+            len,
+            max: MAX_TOKEN as u64,
+        });
+    }
+    if (body.remaining() as u64) < len {
+        return Err(DecodeError::Truncated("join token"));
+    }
+    Ok((len > 0).then(|| body.split_to(len as usize)))
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -441,43 +513,61 @@ mod tests {
             (
                 proptest::collection::vec((any::<u32>(), 0..=varint::MAX), 0..MAX_RESUME_TRACKS),
                 any::<u32>(),
-                proptest::option::of(any::<[u8; 32]>())
+                proptest::option::of(any::<[u8; 32]>()),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 1..MAX_TOKEN)),
             )
-                .prop_map(|(v, capacity, replaces)| ControlMessage::Subscribe {
+                .prop_map(|(v, capacity, replaces, token)| ControlMessage::Subscribe {
                     resume: v
                         .into_iter()
                         .map(|(track, next_seq)| ResumePoint { track, next_seq })
                         .collect(),
                     capacity,
                     replaces: replaces.map(NodeId::from_bytes),
+                    token: token.map(Bytes::from),
                 }),
-            ("[a-z ]{0,20}", 0u32..8, 1u32..4000).prop_map(|(name, id, w)| {
-                ControlMessage::Catalog(Catalog {
-                    name,
-                    tracks: vec![
-                        TrackInfo {
-                            id,
-                            name: "video".into(),
-                            codec: Codec::H264 {
-                                width: w,
-                                height: w / 2,
-                                fps_num: 30,
-                                fps_den: 1,
+            (
+                "[a-z ]{0,20}",
+                0u32..8,
+                1u32..4000,
+                proptest::option::of(any::<[u8; 32]>())
+            )
+                .prop_map(|(name, id, w, sig)| {
+                    let c = Catalog {
+                        name,
+                        tracks: vec![
+                            TrackInfo {
+                                id,
+                                name: "video".into(),
+                                codec: Codec::H264 {
+                                    width: w,
+                                    height: w / 2,
+                                    fps_num: 30,
+                                    fps_den: 1,
+                                },
+                                bitrate: 1_500_000,
                             },
-                            bitrate: 1_500_000,
-                        },
-                        TrackInfo {
-                            id: id + 1,
-                            name: "audio".into(),
-                            codec: Codec::Opus {
-                                sample_rate: 48_000,
-                                channels: 2,
+                            TrackInfo {
+                                id: id + 1,
+                                name: "audio".into(),
+                                codec: Codec::Opus {
+                                    sample_rate: 48_000,
+                                    channels: 2,
+                                },
+                                bitrate: 64_000,
                             },
-                            bitrate: 64_000,
-                        },
-                    ],
-                })
-            }),
+                        ],
+                        stream: None,
+                        private: sig.is_some(),
+                        sealed_epoch: sig.map(|h| u64::from(h[0])),
+                    };
+                    let mut m = SignedCatalog::unsigned(c);
+                    m.signature = sig.map(|h| {
+                        let mut s = [0u8; 64];
+                        s[..32].copy_from_slice(&h);
+                        s
+                    });
+                    ControlMessage::Catalog(m)
+                }),
             (any::<u32>(), "\\PC{0,100}", arb_candidates()).prop_map(|(code, reason, redirect)| {
                 ControlMessage::Refuse {
                     code,
@@ -486,7 +576,11 @@ mod tests {
                 }
             }),
             arb_candidates().prop_map(|handover| ControlMessage::Goodbye { handover }),
-            Just(ControlMessage::Probe),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 1..MAX_TOKEN)).prop_map(
+                |t| ControlMessage::Probe {
+                    token: t.map(Bytes::from)
+                }
+            ),
             Just(ControlMessage::Leaving),
             (
                 any::<bool>(),

@@ -4,11 +4,12 @@
 //! stream  = header frame*
 //! header  = 0x10 | varint track | varint group
 //! frame   = varint len | flags u8 | varint seq | varint pts | varint (pts - dts)
-//!           | varint duration | varint capture_us | payload
+//!           | varint duration | varint capture_us | [signature(64)] | payload
 //! ```
 //!
 //! `len` covers everything after itself and is bounded by
-//! [`Limits::max_frame`](super::Limits). Bit 0 of `flags` marks a keyframe; other bits
+//! [`Limits::max_frame`](super::Limits). Bit 0 of `flags` marks a keyframe, bit 1 a
+//! signed frame (the origin's 64-byte signature precedes the payload); other bits
 //! must be zero. Sequence numbers strictly increase within a stream. The payload is
 //! handed out as a [`Bytes`] slice of the receive buffer and shared, not copied, by every
 //! child it is forwarded to.
@@ -23,6 +24,7 @@ use super::varint;
 /// Type byte opening a group stream.
 pub const GROUP_STREAM: u8 = 0x10;
 const FLAG_KEYFRAME: u8 = 0x01;
+const FLAG_SIGNED: u8 = 0x02;
 
 /// The header of a group stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,16 +54,24 @@ pub fn encode_frame_header(frame: &Frame) -> Bytes {
         + varint::size(frame.pts)
         + varint::size(dts_delta)
         + varint::size(u64::from(frame.duration))
-        + varint::size(frame.capture_us);
+        + varint::size(frame.capture_us)
+        + if frame.signature.is_some() { 64 } else { 0 };
     let len = (fields + frame.payload.len()) as u64;
     let mut b = BytesMut::with_capacity(fields + varint::size(len));
     varint::put(&mut b, len);
-    b.put_u8(if frame.keyframe { FLAG_KEYFRAME } else { 0 });
+    let mut flags = if frame.keyframe { FLAG_KEYFRAME } else { 0 };
+    if frame.signature.is_some() {
+        flags |= FLAG_SIGNED;
+    }
+    b.put_u8(flags);
     varint::put(&mut b, frame.seq);
     varint::put(&mut b, frame.pts);
     varint::put(&mut b, dts_delta);
     varint::put(&mut b, u64::from(frame.duration));
     varint::put(&mut b, frame.capture_us);
+    if let Some(sig) = &frame.signature {
+        b.put_slice(sig);
+    }
     b.freeze()
 }
 
@@ -145,7 +155,7 @@ impl GroupDecoder {
             return Err(DecodeError::Truncated("frame header"));
         }
         let flags = body.get_u8();
-        if flags & !FLAG_KEYFRAME != 0 {
+        if flags & !(FLAG_KEYFRAME | FLAG_SIGNED) != 0 {
             return Err(DecodeError::Malformed("reserved frame flag bits set"));
         }
         let seq = varint::get_complete(&mut body, "frame header")?;
@@ -153,6 +163,16 @@ impl GroupDecoder {
         let dts_delta = varint::get_complete(&mut body, "frame header")?;
         let duration = varint::get_complete(&mut body, "frame header")?;
         let capture_us = varint::get_complete(&mut body, "frame header")?;
+        let signature = if flags & FLAG_SIGNED != 0 {
+            if body.remaining() < 64 {
+                return Err(DecodeError::Truncated("frame signature"));
+            }
+            let mut sig = [0u8; 64];
+            body.copy_to_slice(&mut sig);
+            Some(sig)
+        } else {
+            None
+        };
         let dts = pts
             .checked_sub(dts_delta)
             .ok_or(DecodeError::Malformed("decode timestamp before zero"))?;
@@ -176,6 +196,7 @@ impl GroupDecoder {
             keyframe: flags & FLAG_KEYFRAME != 0,
             capture_us,
             payload: body,
+            signature,
         }))
     }
 
@@ -204,6 +225,7 @@ mod tests {
             proptest::collection::vec(
                 (
                     1u64..1000,
+                    proptest::option::of(any::<[u8; 32]>()),
                     0..=varint::MAX / 4,
                     0u64..1_000_000,
                     any::<u32>(),
@@ -218,20 +240,28 @@ mod tests {
                 let frames = fs
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (step, pts, back, duration, capture_us, payload))| {
-                        seq += step;
-                        Frame {
-                            track,
-                            group,
-                            seq,
-                            pts,
-                            dts: pts.saturating_sub(back),
-                            duration,
-                            keyframe: i == 0,
-                            capture_us,
-                            payload: Bytes::from(payload),
-                        }
-                    })
+                    .map(
+                        |(i, (step, sig, pts, back, duration, capture_us, payload))| {
+                            seq += step;
+                            Frame {
+                                track,
+                                group,
+                                seq,
+                                pts,
+                                dts: pts.saturating_sub(back),
+                                duration,
+                                keyframe: i == 0,
+                                capture_us,
+                                payload: Bytes::from(payload),
+                                signature: sig.map(|h| {
+                                    let mut s = [0u8; 64];
+                                    s[..32].copy_from_slice(&h);
+                                    s[32..].copy_from_slice(&h);
+                                    s
+                                }),
+                            }
+                        },
+                    )
                     .collect();
                 (GroupHeader { track, group }, frames)
             })
@@ -319,6 +349,7 @@ mod tests {
             keyframe: true,
             capture_us: 0,
             payload: Bytes::from_static(b"abc"),
+            signature: None,
         };
         let w = wire(&GroupHeader { track: 0, group: 0 }, &[f.clone(), f]);
         let mut d = GroupDecoder::new(&Limits::default());
@@ -339,6 +370,7 @@ mod tests {
             keyframe: true,
             capture_us: 6,
             payload: Bytes::from(vec![7u8; 1000]),
+            signature: None,
         };
         let w = wire(
             &GroupHeader { track: 1, group: 2 },

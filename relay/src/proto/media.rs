@@ -42,13 +42,15 @@ pub struct Frame {
     pub capture_us: u64,
     /// The encoded payload. Shared, never copied on the forwarding path.
     pub payload: Bytes,
+    /// The origin's signature over all of the above (see [`super::trust::sign`]).
+    pub signature: Option<[u8; 64]>,
 }
 
 impl Frame {
     /// Bytes this frame occupies in memory queues (payload plus a fixed header estimate);
     /// used for the per-child queue bounds.
     pub fn queued_size(&self) -> usize {
-        self.payload.len() + 64
+        self.payload.len() + 64 + if self.signature.is_some() { 64 } else { 0 }
     }
 }
 
@@ -99,12 +101,58 @@ pub struct Catalog {
     pub name: String,
     /// The tracks.
     pub tracks: Vec<TrackInfo>,
+    /// The stream (`KEY/NAME`) whose publisher signed this catalog and every frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Present when payloads are encrypted: the epoch of this origin run, from which
+    /// viewers derive the payload key (see [`super::trust::seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_epoch: Option<u64>,
+    /// Joining needs a token signed by the publisher (see [`super::trust::token`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 impl Catalog {
     /// The track with this id, if any.
     pub fn track(&self, id: TrackId) -> Option<&TrackInfo> {
         self.tracks.iter().find(|t| t.id == id)
+    }
+}
+
+/// A catalog as the origin published it: the exact JSON bytes it signed, the parsed
+/// catalog and the signature. Relays forward the bytes unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCatalog {
+    /// The parsed catalog.
+    pub catalog: Catalog,
+    /// Its JSON encoding, as signed.
+    pub json: Bytes,
+    /// The publisher's signature over `json` (see [`super::trust::sign`]).
+    pub signature: Option<[u8; 64]>,
+}
+
+impl SignedCatalog {
+    /// A catalog without a signature.
+    pub fn unsigned(catalog: Catalog) -> SignedCatalog {
+        // Serialising our own plain data structure cannot fail.
+        let json = Bytes::from(serde_json::to_vec(&catalog).unwrap_or_default());
+        SignedCatalog {
+            catalog,
+            json,
+            signature: None,
+        }
+    }
+
+    /// A catalog signed by `key` for the stream with tag `stream`.
+    pub fn signed(
+        catalog: Catalog,
+        key: &super::trust::PublisherKey,
+        stream: &[u8; 32],
+    ) -> SignedCatalog {
+        let mut c = SignedCatalog::unsigned(catalog);
+        c.signature = Some(key.sign_catalog(stream, &c.json));
+        c
     }
 }
 
@@ -215,6 +263,7 @@ impl Packager {
             keyframe: starts_group,
             capture_us: unit.capture_us,
             payload: unit.payload,
+            signature: None,
         })
     }
 }

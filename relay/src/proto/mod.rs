@@ -9,6 +9,7 @@
 //! - [`order`]: keeps frames in order across per-group QUIC streams.
 //! - [`cache`]: the latest groups of each track, for late joiners and resuming children.
 //! - [`send_queue`]: the per-child queue that drops whole stale groups for slow children.
+//! - [`trust`]: publisher signatures, join tokens and payload encryption.
 pub mod addr;
 pub mod cache;
 pub mod codes;
@@ -23,6 +24,7 @@ pub mod overlay;
 pub mod send_queue;
 pub mod synthetic;
 pub mod tree_msg;
+pub mod trust;
 pub mod varint;
 
 pub use codes::{ALPN, ErrorCode};

@@ -158,6 +158,7 @@ mod tests {
             keyframe: false,
             capture_us: 0,
             payload: Bytes::from_static(&[0; 100]),
+            signature: None,
         }
     }
     fn h(track: TrackId, group: u64) -> GroupHeader {

@@ -73,6 +73,7 @@ impl SyntheticSpec {
                 codec: Codec::Opaque,
                 bitrate: self.bitrate(),
             }],
+            ..Default::default()
         }
     }
 

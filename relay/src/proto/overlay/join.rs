@@ -139,7 +139,7 @@ impl Overlay {
         replaces: Option<NodeId>,
     ) {
         let exclude = self.exclude_list();
-        queue.retain(|a| !exclude.contains(&a.id));
+        queue.retain(|a| !exclude.contains(&a.id) && !self.known.is_banned(&a.id, now));
         if queue.is_empty() && self.repair_probe_due {
             self.repair_probe_due = false;
             self.repair_probe(now);

@@ -30,7 +30,12 @@ pub(crate) struct KnownSet {
     me: NodeId,
     max: usize,
     map: HashMap<NodeId, Known>,
+    /// Nodes caught misbehaving (e.g. forging media): never used before the instant.
+    banned: HashMap<NodeId, Instant>,
 }
+
+/// Most nodes remembered as banned (the oldest ban goes first).
+const MAX_BANNED: usize = 64;
 
 impl KnownSet {
     pub fn new(me: NodeId, max: usize) -> Self {
@@ -38,12 +43,34 @@ impl KnownSet {
             me,
             max: max.max(4),
             map: HashMap::new(),
+            banned: HashMap::new(),
         }
+    }
+
+    /// Never use `id` again before `until` (it misbehaved), whatever others say of it.
+    pub fn ban(&mut self, id: &NodeId, until: Instant) {
+        self.map.remove(id);
+        if self.banned.len() >= MAX_BANNED && !self.banned.contains_key(id) {
+            let oldest = self
+                .banned
+                .iter()
+                .min_by_key(|(k, t)| (**t, **k))
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.banned.remove(&k);
+            }
+        }
+        self.banned.insert(*id, until);
+    }
+
+    /// Whether `id` is banned at `now`.
+    pub fn is_banned(&self, id: &NodeId, now: Instant) -> bool {
+        self.banned.get(id).is_some_and(|t| now < *t)
     }
 
     /// Learns of a candidate from someone else (not measured yet). Keeps what we measured.
     pub fn hear(&mut self, now: Instant, c: &Candidate) {
-        if c.addr.id == self.me {
+        if c.addr.id == self.me || self.is_banned(&c.addr.id, now) {
             return;
         }
         match self.map.get_mut(&c.addr.id) {
@@ -83,7 +110,7 @@ impl KnownSet {
         depth: u32,
         free: u32,
     ) {
-        if addr.id == self.me {
+        if addr.id == self.me || self.is_banned(&addr.id, now) {
             return;
         }
         // A fresh measurement does not lift an avoidance (a refusal stands for a while).
@@ -230,7 +257,11 @@ impl KnownSet {
     ) -> Vec<PeerAddr> {
         let mut out: Vec<PeerAddr> = Vec::new();
         for c in first {
-            if c.addr.id != self.me && !exclude.contains(&c.addr.id) && !out.contains(&c.addr) {
+            if c.addr.id != self.me
+                && !exclude.contains(&c.addr.id)
+                && !out.contains(&c.addr)
+                && !self.is_banned(&c.addr.id, now)
+            {
                 let ok = self.map.get(&c.addr.id).is_none_or(|k| self.usable(k, now));
                 if ok {
                     out.push(c.addr.clone());

@@ -366,6 +366,14 @@ impl Overlay {
         }
     }
 
+    /// A peer broke the stream's integrity (e.g. sent a frame that fails the publisher's
+    /// signature): it is never probed or attached to again for
+    /// [`OverlayConfig::distrust_for`], whoever names it. Call it before reporting the
+    /// lost parent or failed attach, so the repair already avoids it.
+    pub fn handle_distrust(&mut self, now: Instant, peer: &NodeId) {
+        self.known.ban(peer, now + self.config.distrust_for);
+    }
+
     /// The parent is leaving and hands us to these parents.
     pub fn handle_goodbye(&mut self, now: Instant, from: &NodeId, handover: Vec<Candidate>) {
         if self.parent.as_ref().is_none_or(|p| p.addr.id != *from) {

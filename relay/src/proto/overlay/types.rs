@@ -42,6 +42,8 @@ pub struct OverlayConfig {
     pub max_known: usize,
     /// How long a refusing or failing node is avoided.
     pub avoid_for: Duration,
+    /// How long a node caught misbehaving (forged media) is never used as a parent.
+    pub distrust_for: Duration,
 }
 
 impl Default for OverlayConfig {
@@ -62,6 +64,7 @@ impl Default for OverlayConfig {
             reserve: 1,
             max_known: 64,
             avoid_for: Duration::from_secs(5),
+            distrust_for: Duration::from_secs(600),
         }
     }
 }
