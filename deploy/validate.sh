@@ -7,8 +7,10 @@
 # - the example configs (ConfigMap, systemd) against treecast's own flags;
 # - deploy/compose.yaml parsed and its references resolved (docker compose config too,
 #   where docker compose is installed);
-# - the systemd unit with `systemd-analyze verify`.
-# Docker images are not built here (that needs a Docker daemon and base images).
+# - the systemd unit with `systemd-analyze verify`;
+# - the Dockerfiles' structure (multi-stage, non-root, data volume, exec-form entrypoint).
+# Images are built only with DEPLOY_BUILD_IMAGES=1 and a running Docker daemon (that
+# needs the base images from a container registry).
 #
 #   deploy/validate.sh [path/to/treecast]   # default: target/debug/treecast
 set -euo pipefail
@@ -50,6 +52,14 @@ echo "-- compose file"
 if docker compose version >/dev/null 2>&1; then
     docker compose -f deploy/compose.yaml config --quiet
     echo "docker compose config: ok"
+fi
+
+echo "-- Dockerfiles"
+"$venv/bin/python" deploy/check_dockerfiles.py deploy/docker/*.Dockerfile
+if [ -n "${DEPLOY_BUILD_IMAGES:-}" ] && docker info >/dev/null 2>&1; then
+    docker build -f deploy/docker/relay.Dockerfile -t treecast-relay:dev .
+    docker build -f deploy/docker/media.Dockerfile -t treecast:dev .
+    docker run --rm treecast-relay:dev --version
 fi
 
 echo "-- systemd unit"
