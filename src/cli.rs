@@ -138,7 +138,7 @@ pub struct ConfigArgs {
     /// Print the effective configuration as TOML, with where each value came from.
     #[arg(long)]
     pub print: bool,
-    /// Only this command (publish, relay, watch, demo, id).
+    /// Only this command (default: every command).
     #[arg(value_name = "COMMAND")]
     pub command: Option<String>,
     /// That command's flags, as they would be given to it.
