@@ -12,6 +12,10 @@ use treecast_relay::proto::trust::StreamName;
 #[derive(Debug, Parser)]
 #[command(name = "treecast", version, about, long_about = None)]
 pub struct Cli {
+    /// Read settings from this TOML file (flags and TREECAST_* env variables override
+    /// it; see `treecast config --print`).
+    #[arg(long, global = true, env = "TREECAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +32,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print this node's identity (creating it if needed).
     Id(IdArgs),
+    /// Show the effective configuration: config file, env variables and flags.
+    Config(ConfigArgs),
     /// Create a publisher key: it names your streams and signs everything they carry.
     Keygen(KeygenArgs),
     /// Issue a join token for a private stream (print it for the viewer or relay).
@@ -118,6 +124,30 @@ pub struct NodeArgs {
     /// address; default: this machine's loopback or listen IP).
     #[arg(long, env = "TREECAST_PUBLIC_HOST")]
     pub public_host: Option<String>,
+    /// Emulate a slower network: delay every datagram this node sends (e.g. 20ms).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub emulate_delay: Option<Duration>,
+    /// Emulate a lossy network: drop this share of the datagrams this node sends
+    /// (e.g. 0.5% or 0.005).
+    #[arg(long, hide = true, value_parser = parse_loss)]
+    pub emulate_loss: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the effective configuration as TOML, with where each value came from.
+    #[arg(long)]
+    pub print: bool,
+    /// Only this command (default: every command).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// That command's flags, as they would be given to it.
+    #[arg(
+        value_name = "FLAGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +302,21 @@ pub struct DemoArgs {
     pub report: Option<PathBuf>,
 }
 
+/// Parses a loss rate: `0.5%` or a fraction `0.005`.
+pub fn parse_loss(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    };
+    match v {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid loss {s:?}: use e.g. 0.5% or 0.005 (0 to 100%)"
+        )),
+    }
+}
+
 /// Parses `1.5s`, `300ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -308,6 +353,7 @@ mod tests {
     fn encode_defaults_match_the_flags() {
         let Cli {
             command: Command::Publish(p),
+            ..
         } = Cli::try_parse_from(["treecast", "publish"]).unwrap()
         else {
             panic!("not publish")
@@ -324,6 +370,14 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn loss_rates() {
+        assert_eq!(parse_loss("0.5%").unwrap(), 0.005);
+        assert_eq!(parse_loss("0.02").unwrap(), 0.02);
+        assert!(parse_loss("150%").is_err());
+        assert!(parse_loss("lots").is_err());
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! - [`watch`]: a viewer (`treecast watch`), and [`watch::play`] which plays what a node
 //!   receives.
 //! - [`demo`]: the whole chain on loopback (`treecast demo`).
-//! - [`cli`], [`node_setup`], [`status`]: flags, node configuration, status lines.
+//! - [`cli`], [`config`], [`node_setup`], [`status`]: flags, config files and env
+//!   variables, node configuration, status lines.
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod node_setup;
 pub mod publish;

@@ -2,12 +2,11 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
 use treecast::cli::{Cli, Command};
-use treecast::{demo, node_setup, publish, relay_cmd, trust_cmd, watch};
+use treecast::{config, demo, node_setup, publish, relay_cmd, trust_cmd, watch};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,6 +42,7 @@ fn main() -> std::process::ExitCode {
                 println!("{}", id.id());
                 Ok(())
             }
+            Command::Config(a) => config::print(&a),
             Command::Keygen(a) => {
                 trust_cmd::keygen(&a, &node_setup::data_dir_or(a.data_dir.as_ref()))
             }

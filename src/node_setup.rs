@@ -2,8 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use treecast_relay::node::netem::{LinkModel, LinkParams, UniformLink};
 use treecast_relay::node::{Identity, Node, NodeConfig, PeerAddr};
 
 use crate::cli::NodeArgs;
@@ -88,7 +90,21 @@ pub fn config(
     c.max_children = args.max_children.unwrap_or(role.default_max_children());
     c.parent = parent;
     c.join = join;
+    c.link_model = link_model(args);
     Ok(c)
+}
+
+/// The emulated link (`--emulate-delay`, `--emulate-loss`) on everything this node
+/// sends, if asked for: the multi-host lab uses it where `tc netem` is not available.
+fn link_model(args: &NodeArgs) -> Option<Arc<dyn LinkModel>> {
+    if args.emulate_delay.is_none() && args.emulate_loss.is_none() {
+        return None;
+    }
+    Some(Arc::new(UniformLink(LinkParams {
+        delay: args.emulate_delay.unwrap_or_default(),
+        loss: args.emulate_loss.unwrap_or(0.0),
+        ..LinkParams::default()
+    })))
 }
 
 pub async fn start(config: NodeConfig) -> Result<Node> {
