@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what treecast needs on Debian 12 / Ubuntu 22.04+: GStreamer 1.22 with the
-# plugins the origin and player use, libopus, and the tools the tests use.
+# plugins the origin and player use, libopus, and the tools the tests use (Xvfb for the
+# windowed player, headless Chromium for the status page).
 # Re-runs itself with sudo when not root. Rust (cargo, 1.95+) must already be installed.
 set -euo pipefail
 
@@ -21,6 +22,7 @@ PACKAGES=(
     gstreamer1.0-plugins-base-apps
     libopus-dev
     xvfb xauth
+    chromium
 )
 
 export DEBIAN_FRONTEND=noninteractive

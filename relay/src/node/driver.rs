@@ -99,21 +99,28 @@ fn on_event(
     e: OverlayEvent,
     first: &mut Option<oneshot::Sender<Result<(), PeerError>>>,
 ) {
+    let m = &shared.metrics;
     match &e {
         OverlayEvent::Joined {
             parent,
             depth,
             took,
         } => {
+            m.joins.inc();
+            m.join_seconds.observe(took.as_secs_f64());
             info!(parent = %parent.short(), depth, took_ms = took.as_millis() as u64, "joined the tree");
         }
         OverlayEvent::Repaired { parent, took } => {
+            m.repairs.inc();
+            m.repair_seconds.observe(took.as_secs_f64());
             info!(parent = %parent.short(), took_ms = took.as_millis() as u64, "re-attached after losing the parent");
         }
         OverlayEvent::Moved { from, to } => {
-            info!(from = %from.short(), to = %to.short(), "moved to a new parent");
+            m.parent_changes.inc();
+            info!(from = %from.short(), to = %to.short(), "parent changed");
         }
         OverlayEvent::Orphaned { parent } => {
+            m.parent_losses.inc();
             warn!(parent = %parent.short(), "parent lost; repairing");
         }
         OverlayEvent::LoopDetected => warn!("found a loop in the tree path; re-joining"),

@@ -29,8 +29,11 @@ mod error;
 mod events;
 mod hub;
 mod identity;
+mod metrics;
 pub mod netem;
+mod observe;
 mod probe;
+mod query;
 mod throttle;
 pub mod tls;
 mod upstream;
@@ -38,7 +41,7 @@ mod watchdog;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,15 +52,19 @@ pub use addr::{AddrError, PeerAddr};
 pub use error::{NodeError, PeerError, describe_connection_error};
 pub use events::NodeEvent;
 pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
+pub use observe::Observer;
+pub use query::query_tree;
 
 use crate::proto::cache::Admit;
 use crate::proto::media::{Catalog, Frame};
 use crate::proto::overlay::{Overlay, OverlayConfig, OverlayEvent};
+use crate::proto::report::SubtreeReport;
 use crate::proto::send_queue::QueueLimits;
 use crate::proto::{ErrorCode, Limits};
 use driver::{ChildChannels, ParentHandle};
 use hub::{Counters, Hub, Subscriber, SubscriberKind, lock};
 use identity::NodeId as Id;
+use metrics::Metrics;
 use probe::ConnCache;
 use throttle::Throttle;
 
@@ -113,6 +120,10 @@ pub struct NodeConfig {
     /// Emulate network links (delay, jitter, loss, rate) on this node's outgoing
     /// datagrams; for tests and benchmarks, since `tc netem` is not available.
     pub link_model: Option<Arc<dyn netem::LinkModel>>,
+    /// How often the node sends its parent a summary of its subtree (see
+    /// [`crate::proto::report`]); the origin's view of the tree is this old at most
+    /// times the depth.
+    pub report_interval: Duration,
 }
 
 impl NodeConfig {
@@ -145,6 +156,7 @@ impl NodeConfig {
             peer_timeout: Duration::from_secs(5),
             ingest_rate_limit: None,
             link_model: None,
+            report_interval: Duration::from_secs(1),
         }
     }
 }
@@ -203,6 +215,13 @@ pub(crate) struct Shared {
     pub conns: ConnCache,
     pub first_error: Mutex<Option<PeerError>>,
     pub entry_failures: Mutex<HashSet<Id>>,
+    pub metrics: Metrics,
+    /// Children's last subtree reports.
+    pub child_reports: Mutex<HashMap<Id, SubtreeReport>>,
+    /// Recent glass-to-glass latency in microseconds (an `f64`'s bits; 0: unknown).
+    pub latency_us: AtomicU64,
+    /// Wall-clock time of the last accepted frame, Unix milliseconds (0: none yet).
+    pub last_frame_ms: AtomicU64,
 }
 
 impl Shared {
@@ -216,6 +235,10 @@ impl Shared {
         self.counters
             .protocol_errors
             .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .protocol_errors
+            .with_label_values(&[code.name()])
+            .inc();
         self.emit(NodeEvent::PeerMisbehaved {
             addr: addr.to_string(),
             code,
@@ -226,10 +249,21 @@ impl Shared {
 
     pub fn ingest(&self, frame: Frame) -> Admit {
         let bytes = frame.payload.len() as u64;
+        let (track, capture_us) = (frame.track, frame.capture_us);
         let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters, &self.events);
-        if let Admit::Accepted { .. } = admit {
-            self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-            self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        match admit {
+            Admit::Accepted { lost } => {
+                self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+                self.metrics.received(track, bytes, lost);
+                observe::frame_arrived(self, capture_us);
+            }
+            Admit::Late => {
+                self.metrics
+                    .frames_late
+                    .with_label_values(&[&track.to_string()])
+                    .inc();
+            }
         }
         admit
     }
@@ -281,9 +315,14 @@ impl Node {
             conns: ConnCache::default(),
             first_error: Mutex::new(None),
             entry_failures: Mutex::new(HashSet::new()),
+            metrics: Metrics::new(),
+            child_reports: Mutex::new(HashMap::new()),
+            latency_us: AtomicU64::new(0),
+            last_frame_ms: AtomicU64::new(0),
             config,
         });
         tokio::spawn(child::accept_loop(shared.clone(), endpoint.clone()));
+        tokio::spawn(observe::report_loop(shared.clone()));
         let (first_tx, first_rx) = oneshot::channel();
         if !origin {
             let bootstrap: Vec<PeerAddr> = shared
@@ -395,54 +434,12 @@ impl Node {
 
     /// Current counters.
     pub fn stats(&self) -> NodeStats {
-        let c = &self.shared.counters;
-        let hub = lock(&self.shared.hub);
-        let (mut df, mut dg) = (
-            c.dropped_frames.load(Ordering::Relaxed),
-            c.dropped_groups.load(Ordering::Relaxed),
-        );
-        for s in hub.children() {
-            let d = s.drops();
-            df += d.frames;
-            dg += d.groups;
-        }
-        let (parent_id, depth, subtree, children) = {
-            let o = lock(&self.shared.overlay);
-            (
-                o.parent().map(|p| p.id),
-                o.depth(),
-                o.subtree_size(),
-                o.child_count(),
-            )
-        };
-        let parent = parent_id.and_then(|id| {
-            lock(&self.shared.parents)
-                .get(&id)
-                .map(|h| (h.addr.to_string(), h.conn.rtt().as_secs_f64() * 1e3))
-        });
-        let depth = if self.shared.config.parent.is_none() && self.shared.config.join.is_empty() {
-            Some(0)
-        } else {
-            depth
-        };
-        NodeStats {
-            frames_received: c.frames_in.load(Ordering::Relaxed),
-            bytes_received: c.bytes_in.load(Ordering::Relaxed),
-            frames_late: c.frames_late.load(Ordering::Relaxed),
-            frames_lost: c.frames_lost.load(Ordering::Relaxed),
-            frames_forwarded: c.frames_out.load(Ordering::Relaxed),
-            bytes_forwarded: c.bytes_out.load(Ordering::Relaxed),
-            child_dropped_frames: df,
-            child_dropped_groups: dg,
-            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
-            children,
-            sessions: hub.child_count(),
-            cache_bytes: hub.cache_bytes(),
-            parent_rtt_ms: parent.as_ref().map(|p| p.1),
-            parent: parent.map(|p| p.0),
-            depth,
-            subtree,
-        }
+        stats(&self.shared)
+    }
+
+    /// A read-only handle on this node for metrics and status pages.
+    pub fn observer(&self) -> Observer {
+        Observer::new(self.shared.clone())
     }
 
     /// The node's current parent, if attached.
@@ -501,6 +498,58 @@ impl Node {
         }
         self.shared.shutdown.send_replace(true);
         lock(&self.shared.hub).close_all();
+    }
+}
+
+/// A snapshot of the node's counters.
+fn stats(shared: &Shared) -> NodeStats {
+    let c = &shared.counters;
+    let hub = lock(&shared.hub);
+    let (mut df, mut dg) = (
+        c.dropped_frames.load(Ordering::Relaxed),
+        c.dropped_groups.load(Ordering::Relaxed),
+    );
+    for s in hub.children() {
+        let d = s.drops();
+        df += d.frames;
+        dg += d.groups;
+    }
+    let (parent_id, depth, subtree, children) = {
+        let o = lock(&shared.overlay);
+        (
+            o.parent().map(|p| p.id),
+            o.depth(),
+            o.subtree_size(),
+            o.child_count(),
+        )
+    };
+    let parent = parent_id.and_then(|id| {
+        lock(&shared.parents)
+            .get(&id)
+            .map(|h| (h.addr.to_string(), h.conn.rtt().as_secs_f64() * 1e3))
+    });
+    let depth = if shared.config.parent.is_none() && shared.config.join.is_empty() {
+        Some(0)
+    } else {
+        depth
+    };
+    NodeStats {
+        frames_received: c.frames_in.load(Ordering::Relaxed),
+        bytes_received: c.bytes_in.load(Ordering::Relaxed),
+        frames_late: c.frames_late.load(Ordering::Relaxed),
+        frames_lost: c.frames_lost.load(Ordering::Relaxed),
+        frames_forwarded: c.frames_out.load(Ordering::Relaxed),
+        bytes_forwarded: c.bytes_out.load(Ordering::Relaxed),
+        child_dropped_frames: df,
+        child_dropped_groups: dg,
+        protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+        children,
+        sessions: hub.child_count(),
+        cache_bytes: hub.cache_bytes(),
+        parent_rtt_ms: parent.as_ref().map(|p| p.1),
+        parent: parent.map(|p| p.0),
+        depth,
+        subtree,
     }
 }
 
