@@ -96,6 +96,7 @@ pub async fn run(args: PublishArgs) -> Result<()> {
     println!("treecast origin {addr}");
     println!("  watch with:  treecast watch {addr}");
     println!("  relay with:  treecast relay --join {addr}");
+    let _web = crate::observe::serve(&node, &args.node, Role::Origin).await?;
     let stop = async {
         tokio::select! {
             _ = status::shutdown_signal() => {}

@@ -112,8 +112,8 @@ pub fn fragment(o: &Observer) -> String {
         (
             "subtree",
             format!(
-                "{} nodes, max depth {}, worst latency {}, {} spare slots",
-                svg::count(t.count),
+                "{}, max depth {}, worst latency {}, {} spare slots",
+                svg::nodes(t.count),
                 t.max_depth,
                 ms(t.worst_latency_us),
                 svg::count(t.spare)

@@ -39,6 +39,11 @@ pub fn ms(us: u32) -> String {
     }
 }
 
+/// `n node(s)`, with thousands separators.
+pub fn nodes(n: u32) -> String {
+    format!("{} node{}", count(n), if n == 1 { "" } else { "s" })
+}
+
 /// Thousands separators.
 pub fn count(n: u32) -> String {
     let s = n.to_string();
@@ -105,8 +110,8 @@ pub fn draw(report: &SubtreeReport, max_drawn: usize) -> String {
     );
     let _ = write!(
         s,
-        r#"<text x="12" y="22" font-size="14" font-weight="bold" class="summary">{} nodes · max depth {} · worst latency {} · spare slots {}{}</text>"#,
-        count(t.count),
+        r#"<text x="12" y="22" font-size="14" font-weight="bold" class="summary">{} · max depth {} · worst latency {} · spare slots {}{}</text>"#,
+        self::nodes(t.count),
         t.max_depth,
         ms(t.worst_latency_us),
         count(t.spare),
