@@ -300,4 +300,43 @@ mod tests {
         assert!(!top.contains("10.0.0.4"), "{top}");
         assert!(top.contains("… 5,999 more below"), "{top}");
     }
+
+    #[test]
+    fn dashboard_and_scrape_config_use_only_defined_metrics() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../deploy/grafana/treecast.json"))
+                .expect("the dashboard is JSON");
+        let defined = [
+            include_str!("../relay/src/node/metrics.rs"),
+            include_str!("observe.rs"),
+        ]
+        .concat();
+        let mut used = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                for (i, _) in expr.match_indices("treecast_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(&name);
+                    assert!(
+                        defined.contains(&format!("\"{family}\"")),
+                        "dashboard uses undefined metric {family}"
+                    );
+                    used += 1;
+                }
+            }
+        }
+        assert!(used > 20, "the dashboard shows treecast metrics");
+        let scrape = include_str!("../deploy/prometheus.yml");
+        for role in [Role::Origin, Role::Relay] {
+            let port = default_metrics(role).expect("on by default").port();
+            assert!(scrape.contains(&format!(":{port}\"")), "{port} scraped");
+        }
+    }
 }

@@ -100,6 +100,8 @@ fn on_event(
     first: &mut Option<oneshot::Sender<Result<(), PeerError>>>,
 ) {
     let m = &shared.metrics;
+    // One line per tree event, naming the node (tests and the demo run many in a process).
+    let node = shared.config.identity.id().short();
     match &e {
         OverlayEvent::Joined {
             parent,
@@ -108,23 +110,23 @@ fn on_event(
         } => {
             m.joins.inc();
             m.join_seconds.observe(took.as_secs_f64());
-            info!(parent = %parent.short(), depth, took_ms = took.as_millis() as u64, "joined the tree");
+            info!(%node, parent = %parent.short(), depth, took_ms = took.as_millis() as u64, "joined the tree");
         }
         OverlayEvent::Repaired { parent, took } => {
             m.repairs.inc();
             m.repair_seconds.observe(took.as_secs_f64());
-            info!(parent = %parent.short(), took_ms = took.as_millis() as u64, "re-attached after losing the parent");
+            info!(%node, parent = %parent.short(), took_ms = took.as_millis() as u64, "re-attached after losing the parent");
         }
         OverlayEvent::Moved { from, to } => {
             m.parent_changes.inc();
-            info!(from = %from.short(), to = %to.short(), "parent changed");
+            info!(%node, from = %from.short(), to = %to.short(), "parent changed");
         }
         OverlayEvent::Orphaned { parent } => {
             m.parent_losses.inc();
-            warn!(parent = %parent.short(), "parent lost; repairing");
+            warn!(%node, parent = %parent.short(), "parent lost; repairing");
         }
-        OverlayEvent::LoopDetected => warn!("found a loop in the tree path; re-joining"),
-        OverlayEvent::ChildrenHandedOver => debug!("all children handed over"),
+        OverlayEvent::LoopDetected => warn!(%node, "found a loop in the tree path; re-joining"),
+        OverlayEvent::ChildrenHandedOver => info!(%node, "all children handed over"),
     }
     if matches!(
         e,

@@ -459,7 +459,12 @@ impl Node {
     /// `leave_timeout`) until they have moved, then closes.
     pub async fn shutdown(self) {
         let mut events = self.events();
-        lock(&self.shared.overlay).handle_leave(Instant::now());
+        let children = {
+            let mut o = lock(&self.shared.overlay);
+            o.handle_leave(Instant::now());
+            o.child_count()
+        };
+        info!(id = %self.id().short(), children, "leaving the tree; handing the children over");
         self.shared.kick.notify_one();
         let handed_over = async {
             loop {
