@@ -179,9 +179,10 @@ async fn metrics_parse_and_move_during_a_stream() {
     let relay = Node::start(fast_config(Some(&origin), 4))
         .await
         .expect("relay");
-    let leaf = Node::start(fast_config(Some(&relay), 4))
-        .await
-        .expect("leaf");
+    // Pinned below the relay (a joiner would find the origin's free slots).
+    let mut leaf_cfg = fast_config(None, 4);
+    leaf_cfg.parent = Some(relay.addr());
+    let leaf = Node::start(leaf_cfg).await.expect("leaf");
     let web = WebServer::bind("127.0.0.1:0".parse().unwrap(), relay.observer())
         .await
         .expect("metrics server");
