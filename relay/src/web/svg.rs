@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::proto::report::SubtreeReport;
+use crate::proto::report::{ReportNode, SubtreeReport};
 
 /// Most nodes drawn one by one.
 pub const MAX_DRAWN: usize = 40;
@@ -57,11 +57,55 @@ pub fn count(n: u32) -> String {
     o
 }
 
-/// The tree as an SVG document, at most `max_drawn` nodes drawn one by one.
+/// Most nodes drawn side by side on one level; a wider level and everything below it is
+/// summarised in badges.
+pub const MAX_COLUMNS: usize = 12;
+
+/// Which nodes to draw: whole levels from the top, as long as no level is wider than
+/// [`MAX_COLUMNS`] and at most `max_drawn` nodes are drawn. Returns the chosen nodes (with
+/// parent indices into the result), in report order.
+fn choose(report: &SubtreeReport, max_drawn: usize) -> Vec<ReportNode> {
+    let n = report.nodes.len();
+    let mut level = vec![0usize; n];
+    for i in 1..n {
+        level[i] = level[report.nodes[i].parent.min(i - 1)] + 1;
+    }
+    let deepest = level.iter().copied().max().unwrap_or(0);
+    let mut width = vec![0usize; deepest + 1];
+    for &l in &level {
+        width[l] += 1;
+    }
+    let (mut last, mut total) = (0, 1);
+    for (l, &w) in width.iter().enumerate().skip(1) {
+        if w > MAX_COLUMNS || total + w > max_drawn.max(1) {
+            break;
+        }
+        total += w;
+        last = l;
+    }
+    let mut index = vec![usize::MAX; n];
+    let mut out: Vec<ReportNode> = Vec::with_capacity(total);
+    for (i, node) in report.nodes.iter().enumerate() {
+        if level[i] > last {
+            continue;
+        }
+        let mut node = node.clone();
+        node.parent = if i == 0 {
+            0
+        } else {
+            index[node.parent.min(i - 1)]
+        };
+        index[i] = out.len();
+        out.push(node);
+    }
+    out
+}
+
+/// The tree as an SVG document: see [`choose`] for what is drawn node by node.
 pub fn draw(report: &SubtreeReport, max_drawn: usize) -> String {
-    // Nodes are in breadth-first order with parents first, so a prefix is a tree.
-    let n = report.nodes.len().min(max_drawn.max(1));
-    let nodes = &report.nodes[..n];
+    let chosen = choose(report, max_drawn);
+    let n = chosen.len();
+    let nodes = &chosen[..];
     let mut kids = vec![Vec::new(); n];
     for (i, node) in nodes.iter().enumerate().skip(1) {
         kids[node.parent].push(i);
@@ -115,7 +159,7 @@ pub fn draw(report: &SubtreeReport, max_drawn: usize) -> String {
         t.max_depth,
         ms(t.worst_latency_us),
         count(t.spare),
-        if report.nodes.len() > n || has_badges {
+        if has_badges {
             format!(" · {n} shown")
         } else {
             String::new()
@@ -237,6 +281,16 @@ mod tests {
         let cut = draw(&r, 2);
         assert!(!cut.contains(&r.nodes[2].id.short()));
         assert!(cut.contains("+8,999 more below"), "{cut}");
+        // A level wider than MAX_COLUMNS is summarised with everything below it.
+        let mut wide = vec![node(1, 0, 0, 10_000)];
+        for k in 0..=MAX_COLUMNS as u8 {
+            wide.push(node(10 + k, 0, 1, 700));
+        }
+        wide.push(node(99, 1, 2, 5));
+        let w = draw(&SubtreeReport { nodes: wide }, MAX_DRAWN);
+        assert!(!w.contains(&NodeId::from_bytes([10; 32]).short()), "{w}");
+        assert!(w.contains("+9,999 more below"), "{w}");
+        assert!(w.contains("1 shown"), "{w}");
     }
 
     #[test]
