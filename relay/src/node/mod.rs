@@ -5,6 +5,11 @@
 //! through the node's hub: into the group cache and into one bounded queue per
 //! subscriber. Each child has a sender task writing one QUIC stream per group.
 //!
+//! Every node also reports a bounded summary of its subtree to its parent each
+//! [`NodeConfig::report_interval`] and keeps Prometheus metrics in its own registry;
+//! [`Node::observer`] reads both (see [`crate::web`] for the HTTP side), and
+//! [`query_tree`] asks any node for its subtree from outside the tree.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use treecast_relay::node::{Identity, Node, NodeConfig};
@@ -434,7 +439,7 @@ impl Node {
 
     /// Current counters.
     pub fn stats(&self) -> NodeStats {
-        stats(&self.shared)
+        observe::stats(&self.shared)
     }
 
     /// A read-only handle on this node for metrics and status pages.
@@ -503,58 +508,6 @@ impl Node {
         }
         self.shared.shutdown.send_replace(true);
         lock(&self.shared.hub).close_all();
-    }
-}
-
-/// A snapshot of the node's counters.
-fn stats(shared: &Shared) -> NodeStats {
-    let c = &shared.counters;
-    let hub = lock(&shared.hub);
-    let (mut df, mut dg) = (
-        c.dropped_frames.load(Ordering::Relaxed),
-        c.dropped_groups.load(Ordering::Relaxed),
-    );
-    for s in hub.children() {
-        let d = s.drops();
-        df += d.frames;
-        dg += d.groups;
-    }
-    let (parent_id, depth, subtree, children) = {
-        let o = lock(&shared.overlay);
-        (
-            o.parent().map(|p| p.id),
-            o.depth(),
-            o.subtree_size(),
-            o.child_count(),
-        )
-    };
-    let parent = parent_id.and_then(|id| {
-        lock(&shared.parents)
-            .get(&id)
-            .map(|h| (h.addr.to_string(), h.conn.rtt().as_secs_f64() * 1e3))
-    });
-    let depth = if shared.config.parent.is_none() && shared.config.join.is_empty() {
-        Some(0)
-    } else {
-        depth
-    };
-    NodeStats {
-        frames_received: c.frames_in.load(Ordering::Relaxed),
-        bytes_received: c.bytes_in.load(Ordering::Relaxed),
-        frames_late: c.frames_late.load(Ordering::Relaxed),
-        frames_lost: c.frames_lost.load(Ordering::Relaxed),
-        frames_forwarded: c.frames_out.load(Ordering::Relaxed),
-        bytes_forwarded: c.bytes_out.load(Ordering::Relaxed),
-        child_dropped_frames: df,
-        child_dropped_groups: dg,
-        protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
-        children,
-        sessions: hub.child_count(),
-        cache_bytes: hub.cache_bytes(),
-        parent_rtt_ms: parent.as_ref().map(|p| p.1),
-        parent: parent.map(|p| p.0),
-        depth,
-        subtree,
     }
 }
 

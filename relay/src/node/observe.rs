@@ -150,6 +150,58 @@ pub(crate) async fn report_loop(shared: Arc<Shared>) {
     }
 }
 
+/// A snapshot of the node's counters.
+pub(crate) fn stats(shared: &Shared) -> NodeStats {
+    let c = &shared.counters;
+    let hub = lock(&shared.hub);
+    let (mut df, mut dg) = (
+        c.dropped_frames.load(Ordering::Relaxed),
+        c.dropped_groups.load(Ordering::Relaxed),
+    );
+    for s in hub.children() {
+        let d = s.drops();
+        df += d.frames;
+        dg += d.groups;
+    }
+    let (parent_id, depth, subtree, children) = {
+        let o = lock(&shared.overlay);
+        (
+            o.parent().map(|p| p.id),
+            o.depth(),
+            o.subtree_size(),
+            o.child_count(),
+        )
+    };
+    let parent = parent_id.and_then(|id| {
+        lock(&shared.parents)
+            .get(&id)
+            .map(|h| (h.addr.to_string(), h.conn.rtt().as_secs_f64() * 1e3))
+    });
+    let depth = if shared.config.parent.is_none() && shared.config.join.is_empty() {
+        Some(0)
+    } else {
+        depth
+    };
+    NodeStats {
+        frames_received: c.frames_in.load(Ordering::Relaxed),
+        bytes_received: c.bytes_in.load(Ordering::Relaxed),
+        frames_late: c.frames_late.load(Ordering::Relaxed),
+        frames_lost: c.frames_lost.load(Ordering::Relaxed),
+        frames_forwarded: c.frames_out.load(Ordering::Relaxed),
+        bytes_forwarded: c.bytes_out.load(Ordering::Relaxed),
+        child_dropped_frames: df,
+        child_dropped_groups: dg,
+        protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+        children,
+        sessions: hub.child_count(),
+        cache_bytes: hub.cache_bytes(),
+        parent_rtt_ms: parent.as_ref().map(|p| p.1),
+        parent: parent.map(|p| p.0),
+        depth,
+        subtree,
+    }
+}
+
 /// A cheap, cloneable read-only view of a running node, for metrics endpoints and status
 /// pages (it stays valid after the node stops, showing its last state).
 #[derive(Clone, Debug)]
@@ -169,7 +221,7 @@ impl Observer {
 
     /// The node's counters.
     pub fn stats(&self) -> NodeStats {
-        super::stats(&self.shared)
+        stats(&self.shared)
     }
 
     /// Whether the node is the origin.
