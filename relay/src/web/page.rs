@@ -157,3 +157,43 @@ pub fn tree_json(r: &SubtreeReport) -> Value {
         .collect();
     json!({ "nodes": nodes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::id::NodeId;
+    use crate::proto::report::{ReportNode, Totals};
+
+    #[test]
+    fn tree_json_names_parents_and_what_is_left_out() {
+        let node = |n: u8, parent: usize, count: u32| ReportNode {
+            id: NodeId::from_bytes([n; 32]),
+            parent,
+            host: format!("h{n}:1"),
+            depth: u32::from(n),
+            rtt_us: 1_500,
+            latency_us: 20_000,
+            children: 1,
+            capacity: 2,
+            totals: Totals {
+                count,
+                max_depth: 5,
+                worst_latency_us: 70_000,
+                spare: 1,
+            },
+        };
+        let r = SubtreeReport {
+            nodes: vec![node(0, 0, 50), node(1, 0, 10)],
+        };
+        let v = tree_json(&r);
+        let nodes = v["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes[0]["parent"].is_null());
+        assert_eq!(nodes[1]["parent"], r.nodes[0].id.to_string());
+        assert_eq!(nodes[1]["host"], "h1:1");
+        assert_eq!(nodes[1]["rtt_ms"], 1.5);
+        assert_eq!(nodes[0]["subtree"]["nodes"], 50);
+        assert_eq!(nodes[0]["subtree"]["not_listed"], 39);
+        assert_eq!(nodes[1]["subtree"]["not_listed"], 9);
+    }
+}
