@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what treecast needs on Debian 12 / Ubuntu 22.04+: GStreamer 1.22 with the
-# plugins the origin and player use, libopus, and the tools the tests use (Xvfb; for
-# deploy/validate.sh python3-venv and systemd-analyze; for deploy/lab iproute2).
+# plugins the origin and player use, libopus, and the tools the tests use (Xvfb for the
+# windowed player, headless Chromium for the status page; for deploy/validate.sh
+# python3-venv and systemd-analyze; for deploy/lab iproute2).
 # Re-runs itself with sudo when not root. Rust (cargo, 1.95+) must already be installed.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ PACKAGES=(
     libopus-dev
     xvfb xauth
     iproute2 python3 python3-venv python3-yaml systemd
+    chromium
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use treecast_relay::node::PeerAddr;
 use treecast_relay::proto::trust::StreamName;
 
+use crate::observe::{MetricsAddr, parse_metrics_addr};
+
 /// treecast: peer-to-peer live streaming over a self-organising QUIC relay tree.
 #[derive(Debug, Parser)]
 #[command(name = "treecast", version, about, long_about = None)]
@@ -32,6 +34,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print this node's identity (creating it if needed).
     Id(IdArgs),
+    /// Print the live tree below a node (the origin: the whole tree).
+    Tree(TreeArgs),
     /// Show the effective configuration: config file, env variables and flags.
     Config(ConfigArgs),
     /// Create a publisher key: it names your streams and signs everything they carry.
@@ -124,6 +128,11 @@ pub struct NodeArgs {
     /// address; default: this machine's loopback or listen IP).
     #[arg(long, env = "TREECAST_PUBLIC_HOST")]
     pub public_host: Option<String>,
+    /// Serve Prometheus metrics (/metrics) and a status page (/) on this TCP address, or
+    /// `off`. Default: 127.0.0.1:9433 for the origin, 127.0.0.1:9434 for a relay, off
+    /// for a viewer.
+    #[arg(long, env = "TREECAST_METRICS", value_name = "ADDR|off", value_parser = parse_metrics_addr)]
+    pub metrics: Option<MetricsAddr>,
     /// Emulate a slower network: delay every datagram this node sends (e.g. 20ms).
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub emulate_delay: Option<Duration>,
@@ -281,6 +290,22 @@ pub struct WatchArgs {
     pub trust: JoinTrustArgs,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// The node to ask (NODE_ID@HOST:PORT; the origin shows the whole tree).
+    #[arg(value_name = "ADDR", env = "TREECAST_TREE_ADDR")]
+    pub addr: PeerAddr,
+    /// Print the report as JSON instead of a drawing.
+    #[arg(long, env = "TREECAST_TREE_JSON")]
+    pub json: bool,
+    /// Levels below the node to list one by one (deeper ones appear as totals).
+    #[arg(long, default_value_t = 6, env = "TREECAST_TREE_LEVELS")]
+    pub levels: u32,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "TREECAST_TREE_TIMEOUT")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

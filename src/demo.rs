@@ -54,6 +54,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     let origin = node(None, 2, &origin_trust).await?;
     let origin_addr = origin.addr();
+    // The origin's status page shows the demo's tree as it forms (best effort).
+    let status_at = crate::observe::default_metrics(crate::node_setup::Role::Origin);
+    let _web = match status_at {
+        Some(at) => match treecast_relay::web::WebServer::bind(at, origin.observer()).await {
+            Ok(s) => {
+                println!("status page of the origin: http://{}/", s.local_addr());
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!("no status page: cannot listen on {at}: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let mut catalog = origin.catalog();
     let (stop_tx, stop_rx) = watch::channel(false);
     let origin_task = {

@@ -7,12 +7,15 @@
 //! - [`watch`]: a viewer (`treecast watch`), and [`watch::play`] which plays what a node
 //!   receives.
 //! - [`demo`]: the whole chain on loopback (`treecast demo`).
+//! - [`observe`]: the metrics endpoint and status page of a node (`--metrics`), and
+//!   `treecast tree`.
 //! - [`cli`], [`config`], [`node_setup`], [`status`]: flags, config files and env
 //!   variables, node configuration, status lines.
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod node_setup;
+pub mod observe;
 pub mod publish;
 pub mod relay_cmd;
 pub mod status;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use treecast::cli::{Cli, Command};
-use treecast::{config, demo, node_setup, publish, relay_cmd, trust_cmd, watch};
+use treecast::{config, demo, node_setup, observe, publish, relay_cmd, trust_cmd, watch};
 
 fn main() -> std::process::ExitCode {
     let cli: Cli = config::parse();
@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
             Command::Relay(a) => relay_cmd::run(a).await,
             Command::Watch(a) => watch::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Tree(a) => observe::tree(a).await,
             Command::Id(a) => {
                 let role = match a.role.as_str() {
                     "origin" => node_setup::Role::Origin,

@@ -115,6 +115,7 @@ pub async fn run(args: PublishArgs) -> Result<()> {
         println!("  watch with:  treecast watch {addr}{pin}");
         println!("  relay with:  treecast relay --join {addr}{pin}");
     }
+    let _web = crate::observe::serve(&node, &args.node, Role::Origin).await?;
     let stop = async {
         tokio::select! {
             _ = status::shutdown_signal() => {}

@@ -24,6 +24,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     if let Some(p) = node.parent() {
         println!("  parent:      {p}");
     }
+    let _web = crate::observe::serve(&node, &args.node, Role::Relay).await?;
     let status = StatusLine::new(true);
     let mut events = node.events();
     let started = Instant::now();

@@ -6,7 +6,7 @@
 //!   [`TrustConfig`].
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use treecast_relay::node::TrustConfig;
@@ -41,7 +41,7 @@ pub fn token(args: &TokenArgs, data_dir: &Path) -> Result<()> {
         .context("loading the publisher key (create one with `treecast keygen`)")?;
     let stream = StreamName::new(k.key.public(), &args.name)?;
     let now = unix_now();
-    let valid = args.valid.max(Duration::from_secs(1));
+    let valid = args.valid;
     let claims = TokenClaims {
         stream: stream.tag(),
         subject: args.subject.clone(),

@@ -54,6 +54,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     if let Some(p) = node.parent() {
         println!("  parent:      {p}");
     }
+    let _web = crate::observe::serve(&node, &args.node, Role::Viewer).await?;
     let stop = async {
         tokio::select! {
             _ = status::shutdown_signal() => {}
@@ -130,6 +131,8 @@ pub async fn play(
     )
     .context("cannot start the player")?;
     let sub = node.subscribe_local();
+    let metrics = crate::observe::PlayerMetrics::new(node.observer().registry())
+        .context("registering the player metrics")?;
     let status = StatusLine::new(opts.show_status);
     let mut tick = tokio::time::interval(status::STATUS_INTERVAL);
     tokio::pin!(stop);
@@ -147,7 +150,9 @@ pub async fn play(
                 if let Some(e) = player.error() {
                     break Err(e).context("playback failed");
                 }
-                status.show(&viewer_status(node, &player.stats()));
+                let stats = player.stats();
+                metrics.update(&stats);
+                status.show(&viewer_status(node, &stats));
             }
             _ = &mut stop => break Ok(()),
         }

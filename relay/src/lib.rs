@@ -4,7 +4,9 @@
 //!   Deterministic, no IO; driven by the node below and by tests.
 //! - [`node`]: the async QUIC node (quinn + rustls) that drives the core: it accepts
 //!   children, keeps a session with its parent, caches and forwards frames.
+//! - [`web`]: a node's Prometheus metrics and status page over HTTP.
 //!
 //! This crate has no GStreamer dependency: a relay-only binary needs nothing else.
 pub mod node;
 pub mod proto;
+pub mod web;

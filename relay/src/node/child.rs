@@ -28,6 +28,7 @@ use crate::proto::control::{ControlDecoder, ControlMessage, ResumePoint};
 use crate::proto::group::{GroupHeader, encode_frame_header};
 use crate::proto::media::{Frame, TrackId};
 use crate::proto::overlay::Refusal;
+use crate::proto::report::MAX_REPORT_NODES;
 use crate::proto::tree_msg::TreeInfo;
 use crate::proto::{DecodeError, ErrorCode};
 
@@ -183,6 +184,13 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                     candidates,
                 };
                 let _ = send.write_all(&reply.to_bytes()).await;
+                let _ = send.finish();
+            }
+            Ok(Ok(Some(ControlMessage::TreeQuery))) => {
+                let report = super::observe::subtree_report(&shared, MAX_REPORT_NODES);
+                let _ = send
+                    .write_all(&ControlMessage::Report(report).to_bytes())
+                    .await;
                 let _ = send.finish();
             }
             Ok(Ok(Some(ControlMessage::Subscribe {
@@ -364,6 +372,7 @@ async fn serve_child(
     );
     let sub = subscribe_child(shared, peer, &resume);
     info!(child = %peer.short(), %addr, "child attached");
+    shared.metrics.children_attached.inc();
     shared.emit(NodeEvent::ChildAttached {
         child: peer,
         addr: conn.remote_address(),
@@ -376,6 +385,9 @@ async fn serve_child(
                     Some(ControlMessage::Status { free, subtree, rooms }) => {
                         lock(&shared.overlay).handle_child_status(&peer, free, subtree, rooms);
                         shared.kick.notify_one();
+                    }
+                    Some(ControlMessage::Report(r)) => {
+                        super::observe::child_reported(shared, peer, r);
                     }
                     Some(ControlMessage::Leaving) => {
                         leaving.store(true, Ordering::Release);
@@ -437,6 +449,8 @@ async fn serve_child(
             .dropped_groups
             .fetch_add(d.groups, Ordering::Relaxed);
     }
+    super::observe::child_gone(shared, &peer);
+    shared.metrics.children_detached.inc();
     info!(child = %peer.short(), %addr, "child detached");
     shared.emit(NodeEvent::ChildDetached { child: peer });
     result
@@ -462,6 +476,8 @@ fn message_name(m: &ControlMessage) -> &'static str {
         ControlMessage::Tree(_) => "tree",
         ControlMessage::Status { .. } => "status",
         ControlMessage::Leaving => "leaving",
+        ControlMessage::Report(_) => "report",
+        ControlMessage::TreeQuery => "tree query",
     }
 }
 
@@ -568,6 +584,7 @@ async fn send_loop(
                 }
                 shared.counters.frames_out.fetch_add(1, Ordering::Relaxed);
                 shared.counters.bytes_out.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+                shared.metrics.forwarded(frame.track, frame.payload.len() as u64);
             }
             _ = wait_stale(sub, track, group) => {
                 reset_stale(sub, &mut open);

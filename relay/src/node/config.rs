@@ -66,6 +66,10 @@ pub struct NodeConfig {
     /// Emulate network links (delay, jitter, loss, rate) on this node's outgoing
     /// datagrams; for tests and benchmarks, since `tc netem` is not available.
     pub link_model: Option<Arc<dyn netem::LinkModel>>,
+    /// How often the node sends its parent a summary of its subtree (see
+    /// [`crate::proto::report`]); the origin's view of the tree is this old at most
+    /// times the depth.
+    pub report_interval: Duration,
     /// Signing, verification and access control of the stream.
     pub trust: TrustConfig,
     /// Bounds on connections and requests from strangers.
@@ -116,6 +120,7 @@ impl NodeConfig {
             peer_timeout: Duration::from_secs(5),
             ingest_rate_limit: None,
             link_model: None,
+            report_interval: Duration::from_secs(1),
             trust: TrustConfig::default(),
             admission: AdmissionLimits::default(),
             tamper: None,

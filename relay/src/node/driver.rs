@@ -99,25 +99,34 @@ fn on_event(
     e: OverlayEvent,
     first: &mut Option<oneshot::Sender<Result<(), PeerError>>>,
 ) {
+    let m = &shared.metrics;
+    // One line per tree event, naming the node (tests and the demo run many in a process).
+    let node = shared.config.identity.id().short();
     match &e {
         OverlayEvent::Joined {
             parent,
             depth,
             took,
         } => {
-            info!(parent = %parent.short(), depth, took_ms = took.as_millis() as u64, "joined the tree");
+            m.joins.inc();
+            m.join_seconds.observe(took.as_secs_f64());
+            info!(%node, parent = %parent.short(), depth, took_ms = took.as_millis() as u64, "joined the tree");
         }
         OverlayEvent::Repaired { parent, took } => {
-            info!(parent = %parent.short(), took_ms = took.as_millis() as u64, "re-attached after losing the parent");
+            m.repairs.inc();
+            m.repair_seconds.observe(took.as_secs_f64());
+            info!(%node, parent = %parent.short(), took_ms = took.as_millis() as u64, "re-attached after losing the parent");
         }
         OverlayEvent::Moved { from, to } => {
-            info!(from = %from.short(), to = %to.short(), "moved to a new parent");
+            m.parent_changes.inc();
+            info!(%node, from = %from.short(), to = %to.short(), "parent changed");
         }
         OverlayEvent::Orphaned { parent } => {
-            warn!(parent = %parent.short(), "parent lost; repairing");
+            m.parent_losses.inc();
+            warn!(%node, parent = %parent.short(), "parent lost; repairing");
         }
-        OverlayEvent::LoopDetected => warn!("found a loop in the tree path; re-joining"),
-        OverlayEvent::ChildrenHandedOver => debug!("all children handed over"),
+        OverlayEvent::LoopDetected => warn!(%node, "found a loop in the tree path; re-joining"),
+        OverlayEvent::ChildrenHandedOver => info!(%node, "all children handed over"),
     }
     if matches!(
         e,

@@ -5,6 +5,11 @@
 //! through the node's hub: into the group cache and into one bounded queue per
 //! subscriber. Each child has a sender task writing one QUIC stream per group.
 //!
+//! Every node also reports a bounded summary of its subtree to its parent each
+//! [`NodeConfig::report_interval`] and keeps Prometheus metrics in its own registry;
+//! [`Node::observer`] reads both (see [`crate::web`] for the HTTP side), and
+//! [`query_tree`] asks any node for its subtree from outside the tree.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use treecast_relay::node::{Identity, Node, NodeConfig};
@@ -31,9 +36,12 @@ mod error;
 mod events;
 mod hub;
 mod identity;
+mod metrics;
 pub mod netem;
+mod observe;
 mod probe;
 pub mod publisher_key;
+mod query;
 mod throttle;
 pub mod tls;
 mod trust;
@@ -42,7 +50,7 @@ mod watchdog;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,15 +63,19 @@ pub use config::{NodeConfig, Tamper};
 pub use error::{NodeError, PeerError, describe_connection_error};
 pub use events::NodeEvent;
 pub use identity::{Identity, IdentityError, NodeId, ParseNodeIdError};
+pub use observe::Observer;
+pub use query::query_tree;
 pub use trust::TrustConfig;
 
 use crate::proto::ErrorCode;
 use crate::proto::cache::Admit;
 use crate::proto::media::{Catalog, Frame, SignedCatalog};
 use crate::proto::overlay::{Overlay, OverlayEvent};
+use crate::proto::report::SubtreeReport;
 use driver::{ChildChannels, ParentHandle};
 use hub::{Counters, Hub, Subscriber, SubscriberKind, lock};
 use identity::NodeId as Id;
+use metrics::Metrics;
 use probe::ConnCache;
 use throttle::Throttle;
 
@@ -129,6 +141,13 @@ pub(crate) struct Shared {
     pub conns: ConnCache,
     pub first_error: Mutex<Option<PeerError>>,
     pub entry_failures: Mutex<HashSet<Id>>,
+    pub metrics: Metrics,
+    /// Children's last subtree reports.
+    pub child_reports: Mutex<HashMap<Id, SubtreeReport>>,
+    /// Recent glass-to-glass latency in microseconds (an `f64`'s bits; 0: unknown).
+    pub latency_us: AtomicU64,
+    /// Wall-clock time of the last accepted frame, Unix milliseconds (0: none yet).
+    pub last_frame_ms: AtomicU64,
 }
 
 impl Shared {
@@ -142,6 +161,10 @@ impl Shared {
         self.counters
             .protocol_errors
             .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .protocol_errors
+            .with_label_values(&[code.name()])
+            .inc();
         self.emit(NodeEvent::PeerMisbehaved {
             addr: addr.to_string(),
             code,
@@ -152,10 +175,21 @@ impl Shared {
 
     pub fn ingest(&self, frame: Frame) -> Admit {
         let bytes = frame.payload.len() as u64;
+        let (track, capture_us) = (frame.track, frame.capture_us);
         let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters, &self.events);
-        if let Admit::Accepted { .. } = admit {
-            self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-            self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        match admit {
+            Admit::Accepted { lost } => {
+                self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+                self.metrics.received(track, bytes, lost);
+                observe::frame_arrived(self, capture_us);
+            }
+            Admit::Late => {
+                self.metrics
+                    .frames_late
+                    .with_label_values(&[&track.to_string()])
+                    .inc();
+            }
         }
         admit
     }
@@ -210,9 +244,14 @@ impl Node {
             conns: ConnCache::default(),
             first_error: Mutex::new(None),
             entry_failures: Mutex::new(HashSet::new()),
+            metrics: Metrics::new(),
+            child_reports: Mutex::new(HashMap::new()),
+            latency_us: AtomicU64::new(0),
+            last_frame_ms: AtomicU64::new(0),
             config,
         });
         tokio::spawn(child::accept_loop(shared.clone(), endpoint.clone()));
+        tokio::spawn(observe::report_loop(shared.clone()));
         let (first_tx, first_rx) = oneshot::channel();
         if !origin {
             let bootstrap: Vec<PeerAddr> = shared
@@ -330,56 +369,12 @@ impl Node {
 
     /// Current counters.
     pub fn stats(&self) -> NodeStats {
-        let c = &self.shared.counters;
-        let hub = lock(&self.shared.hub);
-        let (mut df, mut dg) = (
-            c.dropped_frames.load(Ordering::Relaxed),
-            c.dropped_groups.load(Ordering::Relaxed),
-        );
-        for s in hub.children() {
-            let d = s.drops();
-            df += d.frames;
-            dg += d.groups;
-        }
-        let (parent_id, depth, subtree, children) = {
-            let o = lock(&self.shared.overlay);
-            (
-                o.parent().map(|p| p.id),
-                o.depth(),
-                o.subtree_size(),
-                o.child_count(),
-            )
-        };
-        let parent = parent_id.and_then(|id| {
-            lock(&self.shared.parents)
-                .get(&id)
-                .map(|h| (h.addr.to_string(), h.conn.rtt().as_secs_f64() * 1e3))
-        });
-        let depth = if self.shared.config.parent.is_none() && self.shared.config.join.is_empty() {
-            Some(0)
-        } else {
-            depth
-        };
-        NodeStats {
-            frames_received: c.frames_in.load(Ordering::Relaxed),
-            bytes_received: c.bytes_in.load(Ordering::Relaxed),
-            frames_late: c.frames_late.load(Ordering::Relaxed),
-            frames_lost: c.frames_lost.load(Ordering::Relaxed),
-            frames_forwarded: c.frames_out.load(Ordering::Relaxed),
-            bytes_forwarded: c.bytes_out.load(Ordering::Relaxed),
-            child_dropped_frames: df,
-            child_dropped_groups: dg,
-            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
-            children,
-            sessions: hub.child_count(),
-            cache_bytes: hub.cache_bytes(),
-            parent_rtt_ms: parent.as_ref().map(|p| p.1),
-            parent: parent.map(|p| p.0),
-            depth,
-            subtree,
-            bad_signatures: c.bad_signatures.load(Ordering::Relaxed),
-            undecryptable: c.undecryptable.load(Ordering::Relaxed),
-        }
+        observe::stats(&self.shared)
+    }
+
+    /// A read-only handle on this node for metrics and status pages.
+    pub fn observer(&self) -> Observer {
+        Observer::new(self.shared.clone())
     }
 
     /// Whether this node holds the key to the stream's encrypted payloads (always true
@@ -413,7 +408,12 @@ impl Node {
     /// `leave_timeout`) until they have moved, then closes.
     pub async fn shutdown(self) {
         let mut events = self.events();
-        lock(&self.shared.overlay).handle_leave(Instant::now());
+        let children = {
+            let mut o = lock(&self.shared.overlay);
+            o.handle_leave(Instant::now());
+            o.child_count()
+        };
+        info!(id = %self.id().short(), children, "leaving the tree; handing the children over");
         self.shared.kick.notify_one();
         let handed_over = async {
             loop {

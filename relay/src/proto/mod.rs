@@ -10,6 +10,7 @@
 //! - [`cache`]: the latest groups of each track, for late joiners and resuming children.
 //! - [`send_queue`]: the per-child queue that drops whole stale groups for slow children.
 //! - [`trust`]: publisher signatures, join tokens and payload encryption.
+//! - [`report`]: bounded subtree summaries that nodes send up the tree.
 pub mod addr;
 pub mod cache;
 pub mod codes;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod media;
 pub mod order;
 pub mod overlay;
+pub mod report;
 pub mod send_queue;
 pub mod synthetic;
 pub mod tree_msg;
