@@ -9,6 +9,7 @@
 //! - [`order`]: keeps frames in order across per-group QUIC streams.
 //! - [`cache`]: the latest groups of each track, for late joiners and resuming children.
 //! - [`send_queue`]: the per-child queue that drops whole stale groups for slow children.
+//! - [`text`]: text messages on a data track (one group per message, with history).
 pub mod addr;
 pub mod cache;
 pub mod codes;
@@ -22,6 +23,7 @@ pub mod order;
 pub mod overlay;
 pub mod send_queue;
 pub mod synthetic;
+pub mod text;
 pub mod tree_msg;
 pub mod varint;
 
