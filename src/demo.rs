@@ -46,8 +46,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             let r = publish::broadcast(
                 &origin,
                 &demo_source(),
-                &EncodeArgs::default(),
-                "treecast demo",
+                publish::Input::media(&EncodeArgs::default(), "treecast demo"),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },

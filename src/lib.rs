@@ -6,10 +6,12 @@
 //! - [`relay_cmd`]: a relay (`treecast relay`).
 //! - [`watch`]: a viewer (`treecast watch`), and [`watch::play`] which plays what a node
 //!   receives.
+//! - [`messages`]: text messages read at the origin and shown by viewers.
 //! - [`demo`]: the whole chain on loopback (`treecast demo`).
 //! - [`cli`], [`node_setup`], [`status`]: flags, node configuration, status lines.
 pub mod cli;
 pub mod demo;
+pub mod messages;
 pub mod node_setup;
 pub mod publish;
 pub mod relay_cmd;

@@ -25,13 +25,14 @@ use tracing::{debug, warn};
 use treecast_relay::proto::media::{AUDIO_TRACK, Catalog, EncodedUnit, TrackId, VIDEO_TRACK};
 
 use super::gst_pipelines::{self, FilePipeline};
+use super::h264::{self, Finding, StreamCheck};
 use super::{EncodeSettings, SourceEvent, catalog_name, open_file};
 use crate::MediaError;
 use crate::timing::{WallClockAnchor, ns_to_us, unix_now_us};
 
 /// Encoded units buffered between the pipeline and [`GstSource::next`] (a few seconds of
 /// media); when full, the pipeline waits (back-pressure) rather than dropping units.
-const CHANNEL_CAPACITY: usize = 512;
+pub(crate) const CHANNEL_CAPACITY: usize = 512;
 /// How often the driver thread checks for a stop request while no bus message arrives.
 const BUS_POLL: Duration = Duration::from_millis(100);
 
@@ -144,6 +145,9 @@ pub(crate) struct SinkContext {
     pub track: TrackId,
     /// Used when a buffer has no duration.
     pub default_duration_us: u64,
+    /// Video from an outside encoder: keyframes are read from the bitstream (not from
+    /// buffer flags) and the stream is checked for settings the tree cannot carry.
+    pub check: Option<Arc<Mutex<StreamCheck>>>,
 }
 
 /// Installs the new-sample callback on `sink`.
@@ -185,13 +189,34 @@ fn on_sample(
         .timeline
         .stamp(ctx.track, times, base_ns, clock.as_ref());
     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+    let keyframe = match &ctx.check {
+        Some(check) => {
+            let info = h264::inspect(map.as_slice());
+            let pts_us = times.pts_rt_ns.map_or(stamped.pts, ns_to_us);
+            let finding = check.lock().unwrap_or_else(PoisonError::into_inner).video(
+                &info,
+                pts_us,
+                times.dts_rt_ns.map(ns_to_us),
+            );
+            match finding {
+                Some(f @ Finding::BFrames { .. }) => {
+                    let err = MediaError::UnsupportedStream(f.message());
+                    let _ = ctx.tx.blocking_send(SourceEvent::Error(err));
+                    return Err(gst::FlowError::Error);
+                }
+                Some(f) => warn!("{}", f.message()),
+                None => {}
+            }
+            info.idr
+        }
+        None => ctx.track == AUDIO_TRACK || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+    };
     let unit = EncodedUnit {
         track: ctx.track,
         pts: stamped.pts,
         dts: stamped.dts,
         duration: u32::try_from(times.duration_us).unwrap_or(u32::MAX),
-        keyframe: ctx.track == AUDIO_TRACK
-            || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        keyframe,
         capture_us: stamped.capture_us,
         payload: Bytes::copy_from_slice(map.as_slice()),
     };
@@ -313,6 +338,16 @@ impl GstSource {
             driver: Some(handle),
             ended: false,
         })
+    }
+
+    /// Starts a live pipeline that is not looped (SRT, devices).
+    pub(crate) fn spawn_live(
+        pipeline: gst::Pipeline,
+        tx: mpsc::Sender<SourceEvent>,
+        rx: mpsc::Receiver<SourceEvent>,
+        timeline: Arc<Timeline>,
+    ) -> Result<GstSource, MediaError> {
+        GstSource::spawn(pipeline, None, tx, rx, timeline)
     }
 
     pub(crate) async fn next(&mut self) -> Option<Result<EncodedUnit, MediaError>> {
