@@ -117,6 +117,7 @@ async fn run_tree(args: &DemoArgs, headless: bool, origin: PeerAddr) -> Result<(
         record: None,
         buffer: Duration::from_millis(300),
         show_status: true,
+        output: None,
     };
     let stop = async {
         tokio::select! {

@@ -5,9 +5,14 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
 use tokio::sync::mpsc;
-use treecast_relay::proto::text::MessageTrack;
+use treecast_relay::proto::media::{Catalog, Codec, Frame, TrackId};
+use treecast_relay::proto::text::{MessageReader, MessageTrack};
+
+use crate::status::StatusLine;
 
 /// Lines waiting to be broadcast, read by a background task.
 pub struct MessageInput {
@@ -82,8 +87,72 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, tx: mpsc::S
 }
 
 /// One message as the viewer shows it and reports it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Shown {
     pub number: u64,
     pub text: String,
+}
+
+/// Messages kept for the report (the oldest are dropped beyond this).
+const MAX_REPORTED: usize = 10_000;
+
+/// The viewer's side: recognises message frames, prints each new message once, in order,
+/// as `message: TEXT` on standard output, and keeps them for the report.
+pub struct Messages {
+    track: Option<TrackId>,
+    reader: MessageReader,
+    shown: VecDeque<Shown>,
+}
+
+impl Messages {
+    /// Messages of the catalog's text track (none if it has none).
+    pub fn new(catalog: &Catalog) -> Messages {
+        Messages {
+            track: catalog
+                .tracks
+                .iter()
+                .find(|t| t.codec == Codec::Text)
+                .map(|t| t.id),
+            reader: MessageReader::default(),
+            shown: VecDeque::new(),
+        }
+    }
+
+    /// The broadcast has a message track.
+    pub fn enabled(&self) -> bool {
+        self.track.is_some()
+    }
+
+    /// `frame` belongs to the message track.
+    pub fn is_message(&self, frame: &Frame) -> bool {
+        Some(frame.track) == self.track
+    }
+
+    /// Prints the messages in `frame` not shown before; returns the newest, if any.
+    pub fn accept(&mut self, frame: &Frame, status: &StatusLine) -> Option<String> {
+        let new = match self.reader.accept(&frame.payload) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!("undecodable message frame {}: {e}", frame.seq);
+                return None;
+            }
+        };
+        let last = new.last().map(|m| m.text.clone());
+        for m in new {
+            status.print_above(&format!("message: {}", m.text));
+            if self.shown.len() == MAX_REPORTED {
+                self.shown.pop_front();
+            }
+            self.shown.push_back(Shown {
+                number: m.number,
+                text: m.text,
+            });
+        }
+        last
+    }
+
+    /// The messages shown so far (the latest 10,000).
+    pub fn shown(&self) -> Vec<Shown> {
+        self.shown.iter().cloned().collect()
+    }
 }

@@ -24,6 +24,7 @@
 //! than a corrupted one). Frames of tracks not in the catalog are ignored.
 
 mod metrics;
+mod output;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use tracing::{debug, warn};
 use treecast_relay::proto::media::{Catalog, Codec, Frame, TrackId};
 
 pub use metrics::{LatencySummary, PlayerReport, PlayerStats, STALL_GAP};
+pub use output::Output;
 
 use crate::MediaError;
 use crate::timing::us_to_ns;
@@ -62,16 +64,19 @@ pub struct PlayerConfig {
     pub buffer: Duration,
     /// When the viewer started joining (for time-to-first-frame).
     pub joined_at: Instant,
+    /// Also re-serve the stream as MPEG-TS (not re-encoded) here.
+    pub output: Option<Output>,
 }
 
 impl Default for PlayerConfig {
-    /// Windowed, no recording, 300 ms buffer, joined now.
+    /// Windowed, no recording, no output, 300 ms buffer, joined now.
     fn default() -> Self {
         PlayerConfig {
             headless: false,
             record: None,
             buffer: Duration::from_millis(300),
             joined_at: Instant::now(),
+            output: None,
         }
     }
 }
@@ -208,9 +213,11 @@ impl Player {
             bus: Mutex::new(BusState::default()),
             changed: Condvar::new(),
         });
+        let overlay = catalog.tracks.iter().any(|t| t.codec == Codec::Text);
         let built = pipeline::build(
             video.as_ref().map(|(_, p)| p),
             audio.map(|(_, ch)| ch),
+            overlay,
             &config,
             &shared,
         )?;
@@ -343,6 +350,14 @@ impl Player {
             })
         })?;
         Ok(())
+    }
+
+    /// Shows `text` over the picture (replacing the previous message) when the broadcast
+    /// has a message track and a video track; otherwise does nothing.
+    pub fn show_message(&self, text: &str) {
+        if let Some(overlay) = self.pipeline.by_name("overlay") {
+            overlay.set_property("text", text);
+        }
     }
 
     /// A live snapshot (cheap; for a status line).
