@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what treecast needs on Debian 12 / Ubuntu 22.04+: GStreamer 1.22 with the
 # plugins the origin and player use, libopus, and the tools the tests use.
+# SRT (srtsrc/srtsink) and MPEG-TS (tsdemux/mpegtsmux) come with plugins-bad; UDP, V4L2
+# cameras and PulseAudio microphones with plugins-good. ffmpeg (ffmpeg, ffprobe) pushes
+# and checks streams in the tests.
 # Re-runs itself with sudo when not root. Rust (cargo, 1.95+) must already be installed.
 set -euo pipefail
 
@@ -20,6 +23,7 @@ PACKAGES=(
     gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
     gstreamer1.0-plugins-base-apps
     libopus-dev
+    ffmpeg
     xvfb xauth
 )
 

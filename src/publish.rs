@@ -237,6 +237,9 @@ pub async fn broadcast(
             };
             let mut catalog = add_text(src.catalog().clone());
             catalog.name = name.to_string();
+            if show_status {
+                println!("  live:        {}", describe(&catalog));
+            }
             let has_video = catalog
                 .tracks
                 .iter()
@@ -313,6 +316,30 @@ async fn start_source(
         }
         _ = stop.as_mut() => Ok(None),
     }
+}
+
+/// One line naming a catalog's tracks, e.g. `video H.264 1280x720 30 fps, audio Opus 2 ch`.
+pub fn describe(catalog: &Catalog) -> String {
+    use treecast_relay::proto::media::Codec;
+    let tracks: Vec<String> = catalog
+        .tracks
+        .iter()
+        .map(|t| match &t.codec {
+            Codec::H264 {
+                width,
+                height,
+                fps_num,
+                fps_den,
+            } => {
+                let fps = f64::from(*fps_num) / f64::from((*fps_den).max(1));
+                format!("{} H.264 {width}x{height} {fps:.0} fps", t.name)
+            }
+            Codec::Opus { channels, .. } => format!("{} Opus {channels} ch", t.name),
+            Codec::Text => format!("{} text", t.name),
+            Codec::Opaque => format!("{} opaque", t.name),
+        })
+        .collect();
+    tracks.join(", ")
 }
 
 #[derive(Default)]

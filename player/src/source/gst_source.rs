@@ -193,14 +193,14 @@ fn on_sample(
         Some(check) => {
             let info = h264::inspect(map.as_slice());
             let pts_us = times.pts_rt_ns.map_or(stamped.pts, ns_to_us);
-            let finding = check.lock().unwrap_or_else(PoisonError::into_inner).video(
-                &info,
-                pts_us,
-                times.dts_rt_ns.map(ns_to_us),
-            );
+            let mut check = check.lock().unwrap_or_else(PoisonError::into_inner);
+            let finding = check.video(&info, pts_us, times.dts_rt_ns.map(ns_to_us));
             match finding {
                 Some(f @ Finding::BFrames { .. }) => {
                     let err = MediaError::UnsupportedStream(f.message());
+                    // Kept for the caller that sees the pipeline fail before this event.
+                    check.fatal = Some(f);
+                    drop(check);
                     let _ = ctx.tx.blocking_send(SourceEvent::Error(err));
                     return Err(gst::FlowError::Error);
                 }

@@ -128,21 +128,26 @@ pub(crate) fn start(
         Ok(t) => t,
         Err(e) => {
             let _ = pipeline.set_state(gst::State::Null);
-            // The stream check's finding explains a failure better than the flow error.
-            let fatal = check
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .fatal
-                .clone();
-            return Err(fatal.map_or(e, |f| MediaError::UnsupportedStream(f.message())));
+            return Err(explain(e, &check));
         }
     };
     let catalog = Catalog {
         name: "srt".into(),
         tracks,
     };
-    let src = GstSource::spawn_live(pipeline, tx, rx, timeline)?;
+    let src = GstSource::spawn_live(pipeline, tx, rx, timeline).map_err(|e| explain(e, &check))?;
     Ok((src, catalog))
+}
+
+/// The stream check's finding (e.g. B-frames) explains a failure better than the flow
+/// error it caused.
+fn explain(e: MediaError, check: &Mutex<StreamCheck>) -> MediaError {
+    let fatal = check
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .fatal
+        .clone();
+    fatal.map_or(e, |f| MediaError::UnsupportedStream(f.message()))
 }
 
 fn build(
