@@ -474,3 +474,62 @@ fn spawn_bus_thread(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treecast_relay::proto::media::TrackInfo;
+
+    fn catalog(text: bool) -> Catalog {
+        let mut tracks = vec![TrackInfo {
+            id: 0,
+            name: "video".into(),
+            codec: Codec::H264 {
+                width: 160,
+                height: 120,
+                fps_num: 30,
+                fps_den: 1,
+            },
+            bitrate: 0,
+        }];
+        if text {
+            tracks.push(TrackInfo {
+                id: 2,
+                name: "messages".into(),
+                codec: Codec::Text,
+                bitrate: 0,
+            });
+        }
+        Catalog {
+            name: "t".into(),
+            tracks,
+        }
+    }
+
+    fn overlay_text(p: &Player) -> Option<String> {
+        let overlay = p.pipeline.by_name("overlay")?;
+        overlay.property::<Option<String>>("text")
+    }
+
+    #[test]
+    fn messages_are_overlaid_when_the_broadcast_has_a_message_track() {
+        let config = || PlayerConfig {
+            headless: true,
+            ..PlayerConfig::default()
+        };
+        let with = Player::new(&catalog(true), config()).unwrap();
+        with.show_message("doors open at 8");
+        assert_eq!(overlay_text(&with).as_deref(), Some("doors open at 8"));
+        with.finish().unwrap();
+        let without = Player::new(&catalog(false), config()).unwrap();
+        without.show_message("ignored");
+        assert_eq!(overlay_text(&without), None);
+        without.finish().unwrap();
+    }
+
+    #[test]
+    fn a_bad_output_is_refused_before_the_pipeline_starts() {
+        let e = "tcp://x:1".parse::<Output>().unwrap_err();
+        assert!(e.to_string().contains("udp://HOST:PORT"), "{e}");
+    }
+}

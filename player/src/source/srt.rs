@@ -3,14 +3,16 @@
 //! ```text
 //! srtsrc uri=srt://:PORT?mode=listener ! tsdemux
 //!   first H.264 pad: queue ! h264parse config-interval=-1 ! byte-stream,au ! appsink  (passthrough)
-//!   first audio pad: queue ! decodebin, then audioconvert ! audioresample ! opusenc ! appsink
+//!   first audio pad, Opus: queue ! appsink                                          (passthrough)
+//!   first audio pad, other: queue ! decodebin, then audioconvert ! audioresample ! opusenc ! appsink
 //!   other pads:      fakesink
 //! ```
 //!
 //! Video is not re-encoded: keyframes are found in the bitstream (IDR NAL units) and the
 //! stream is checked for B-frames (refused with the setting to change) and long keyframe
-//! intervals (a warning). Audio in any codec GStreamer decodes (AAC, MP2, AC-3, Opus...) is
-//! encoded to 48 kHz stereo Opus with the [`EncodeSettings`] bitrate and frame size.
+//! intervals (a warning). Mono or stereo Opus is passed through; audio in any other codec
+//! GStreamer decodes (AAC, MP2, AC-3...) is encoded to 48 kHz stereo Opus with the
+//! [`EncodeSettings`] bitrate and frame size.
 //!
 //! [`start`] blocks until the caller has connected and the stream's tracks are known (the
 //! catalog lists exactly the tracks the stream has, with the picture size from the SPS).
@@ -88,6 +90,8 @@ pub fn srt_uri(input: &str) -> Result<String, MediaError> {
 struct Seen {
     video: bool,
     audio: bool,
+    /// Channels of an Opus track passed through as is (`None`: transcoded to stereo).
+    opus_channels: Option<u8>,
     problem: Option<MediaError>,
 }
 
@@ -120,7 +124,7 @@ pub(crate) fn start(
             tracks.push(video_track(&pipeline)?);
         }
         if s.audio {
-            tracks.push(settings.audio_track(2));
+            tracks.push(settings.audio_track(s.opus_channels.unwrap_or(2)));
         }
         Ok(tracks)
     });
@@ -137,6 +141,19 @@ pub(crate) fn start(
     };
     let src = GstSource::spawn_live(pipeline, tx, rx, timeline).map_err(|e| explain(e, &check))?;
     Ok((src, catalog))
+}
+
+/// Channels of an Opus stream that can be passed through (mono or stereo, mapping
+/// family 0); `None` for anything else (transcoded).
+fn passthrough_opus(caps: &gst::StructureRef) -> Option<u8> {
+    if caps.name() != "audio/x-opus" {
+        return None;
+    }
+    let family = caps.get::<i32>("channel-mapping-family").unwrap_or(0);
+    match caps.get::<i32>("channels") {
+        Ok(ch @ 1..=2) if family == 0 => u8::try_from(ch).ok(),
+        _ => None,
+    }
 }
 
 /// The stream check's finding (e.g. B-frames) explains a failure better than the flow
@@ -171,6 +188,7 @@ fn build(
          ! appsink name=vsink sync=false async=false"
     );
     let audio_desc = audio_encode_desc(s, false, frame_nick(s)?);
+    let opus_desc = format!("{QUEUE} ! appsink name=asink sync=false async=false");
     let mut video_ctx = sink_context(tx, timeline, VIDEO_TRACK, s.video_frame_us());
     video_ctx.check = Some(check.clone());
     let audio_ctx = sink_context(tx, timeline, AUDIO_TRACK, s.opus_frame_us());
@@ -187,7 +205,12 @@ fn build(
             .map(|st| st.name().to_string())
             .unwrap_or_default();
         let mut seen = seen2.lock().unwrap_or_else(PoisonError::into_inner);
-        let branch = if media == "video/x-h264" && !seen.video {
+        let opus = caps.structure(0).and_then(passthrough_opus);
+        let branch = if let (Some(ch), false) = (opus, seen.audio) {
+            seen.audio = true;
+            seen.opus_channels = Some(ch);
+            Some((&opus_desc, "opus", &audio_ctx))
+        } else if media == "video/x-h264" && !seen.video {
             seen.video = true;
             Some((&video_desc, "vsink", &video_ctx))
         } else if media.starts_with("video/") && !seen.video {
@@ -206,6 +229,7 @@ fn build(
         drop(seen);
         let linked = match branch {
             Some((desc, "asink", ctx)) => decode_audio(&pipeline, pad, desc.clone(), ctx.clone()),
+            Some((desc, "opus", ctx)) => add_branch(&pipeline, pad, desc, "asink", ctx),
             Some((desc, sink, ctx)) => add_branch(&pipeline, pad, desc, sink, ctx),
             None => {
                 debug!(%media, "ignoring stream");
@@ -389,6 +413,25 @@ fn video_track(pipeline: &gst::Pipeline) -> Result<TrackInfo, MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_mono_or_stereo_family_0_opus_is_passed_through() {
+        crate::init().unwrap();
+        let opus = |ch: i32, family: i32| {
+            gst::Structure::builder("audio/x-opus")
+                .field("channels", ch)
+                .field("channel-mapping-family", family)
+                .build()
+        };
+        assert_eq!(passthrough_opus(&opus(2, 0)), Some(2));
+        assert_eq!(passthrough_opus(&opus(1, 0)), Some(1));
+        assert_eq!(passthrough_opus(&opus(6, 1)), None);
+        assert_eq!(passthrough_opus(&opus(2, 1)), None);
+        let aac = gst::Structure::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .build();
+        assert_eq!(passthrough_opus(&aac), None);
+    }
 
     #[test]
     fn uris_listen_without_a_host_and_call_with_one() {
