@@ -40,6 +40,12 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             "no display found (DISPLAY/WAYLAND_DISPLAY unset): use --headless to decode without a window"
         );
     }
+    // A bad --output is refused before joining, not after.
+    #[cfg(feature = "media")]
+    if let Some(o) = &args.output {
+        o.parse::<treecast_player::player::Output>()
+            .context("invalid --output")?;
+    }
     let mut join = args.addrs.clone();
     join.extend(args.join.iter().cloned());
     if join.is_empty() && args.parent.is_none() {

@@ -371,3 +371,47 @@ fn messages_reach_every_viewer_of_a_tree_in_order_once() {
     expected.push("end".into());
     assert_eq!(late, expected);
 }
+
+#[test]
+fn a_missing_camera_is_one_clear_error() {
+    let out = Command::new(BIN)
+        .args(["publish", "--ephemeral", "--listen", "127.0.0.1:0"])
+        .args([
+            "--source",
+            "device",
+            "--video-device",
+            "/dev/treecast-no-camera",
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("camera '/dev/treecast-no-camera'")
+            && lines[0].contains("--video-device"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_output_address_is_refused_at_once() {
+    let out = Command::new(BIN)
+        .args([
+            "watch",
+            "--headless",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--output", "rtmp://host:1935"])
+        .arg("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:9")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("udp://HOST:PORT"), "{err}");
+}
