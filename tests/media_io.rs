@@ -72,8 +72,8 @@ fn ffmpeg_push(port: u16, seconds: u32) -> Child {
 
 /// Pushes into the origin until it says the stream is live. ffmpeg may call before the
 /// origin's listener is bound; it then exits at once and is started again.
-fn push_until_live(port: u16, origin: &Receiver<String>) -> Proc {
-    let mut ff = Proc(ffmpeg_push(port, 30));
+fn push_until_live(port: u16, seconds: u32, origin: &Receiver<String>) -> Proc {
+    let mut ff = Proc(ffmpeg_push(port, seconds));
     let deadline = Instant::now() + WAIT;
     let mut attempts = 1;
     loop {
@@ -92,7 +92,7 @@ fn push_until_live(port: u16, origin: &Receiver<String>) -> Proc {
         if let Ok(Some(status)) = ff.0.try_wait() {
             attempts += 1;
             assert!(attempts <= 20, "ffmpeg cannot connect: {status}");
-            ff = Proc(ffmpeg_push(port, 30));
+            ff = Proc(ffmpeg_push(port, seconds));
         }
     }
 }
@@ -146,7 +146,7 @@ fn srt_push_plays_two_hops_down_records_and_reserves_as_mpegts() {
         "--source",
         &format!("srt://:{srt_port}"),
     ]);
-    let _ff = push_until_live(srt_port, &origin_out);
+    let _ff = push_until_live(srt_port, 30, &origin_out);
     let (_relay, relay_addr, _) = start(&[
         "relay",
         "--ephemeral",
@@ -414,4 +414,51 @@ fn a_bad_output_address_is_refused_at_once() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("udp://HOST:PORT"), "{err}");
+}
+
+#[test]
+fn the_broadcast_goes_on_when_the_broadcaster_reconnects() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let (mut origin, origin_addr, origin_out) = start(&[
+        "publish",
+        "--ephemeral",
+        "--listen",
+        "127.0.0.1:0",
+        "--source",
+        &format!("srt://:{port}"),
+    ]);
+    let mut first = push_until_live(port, 3, &origin_out);
+    let report = dir.path().join("report.json");
+    let mut viewer = Command::new(BIN)
+        .args(["watch", "--ephemeral", "--listen", "127.0.0.1:0"])
+        .args(["--max-children", "0", "--parent", &origin_addr])
+        .args(["--headless", "--quiet", "--duration", "9s", "--report"])
+        .arg(&report)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The broadcaster goes away, then pushes again (retrying until the origin listens).
+    assert!(first.0.wait().unwrap().success());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(attempts <= 20, "the origin does not listen again");
+        if ffmpeg_push(port, 3).wait().unwrap().success() {
+            break;
+        }
+    }
+    assert!(viewer.wait().unwrap().success());
+    assert!(
+        origin.0.try_wait().unwrap().is_none(),
+        "the origin kept running"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // More than the first push alone could give (3 s at 30 fps), nothing lost between.
+    assert!(r["frames_rendered"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["frames_lost"], 0, "{r}");
+    assert_eq!(r["out_of_order"], 0, "{r}");
 }

@@ -183,8 +183,8 @@ pub(crate) fn start(
         name: "device".into(),
         tracks,
     };
-    let src =
-        GstSource::spawn_live(pipeline, tx, rx, timeline).map_err(|e| device_error(e, devices))?;
+    let src = GstSource::spawn_live(pipeline, None, tx, rx, timeline)
+        .map_err(|e| device_error(e, devices))?;
     Ok((src, catalog))
 }
 

@@ -10,7 +10,7 @@
 //! `capture_us` maps the clock time `base time + running time` to the Unix clock through a
 //! [`WallClockAnchor`] taken once per pipeline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -258,11 +258,12 @@ pub(crate) struct GstSource {
     ended: bool,
 }
 
-/// How the driver rebuilds a file pipeline when looping.
-struct Reopen {
-    path: PathBuf,
-    settings: EncodeSettings,
-}
+/// How the driver builds the next pipeline when one ends (a looping file, an SRT listener
+/// waiting for the broadcaster to come back). The new pipeline is returned unstarted.
+pub(crate) type Reopen = Box<
+    dyn FnMut(&mpsc::Sender<SourceEvent>, &Arc<Timeline>) -> Result<gst::Pipeline, MediaError>
+        + Send,
+>;
 
 impl GstSource {
     pub(crate) fn start_test(
@@ -301,9 +302,15 @@ impl GstSource {
             name: catalog_name(path),
             tracks,
         };
-        let reopen = looping.then(|| Reopen {
-            path: path.to_path_buf(),
-            settings: settings.clone(),
+        let reopen = looping.then(|| {
+            let (path, settings) = (path.to_path_buf(), settings.clone());
+            Box::new(
+                move |tx: &mpsc::Sender<SourceEvent>, timeline: &Arc<Timeline>| {
+                    debug!(path = %path.display(), "end of file, looping");
+                    gst_pipelines::open_file(&path, &settings, tx, timeline)
+                        .map(|FilePipeline { pipeline, .. }| pipeline)
+                },
+            ) as Reopen
         });
         let src = GstSource::spawn(opened.pipeline, reopen, tx, rx, timeline)?;
         Ok((src, catalog))
@@ -340,14 +347,15 @@ impl GstSource {
         })
     }
 
-    /// Starts a live pipeline that is not looped (SRT, devices).
+    /// Starts a live pipeline (SRT, devices); `reopen` builds the next one when it ends.
     pub(crate) fn spawn_live(
         pipeline: gst::Pipeline,
+        reopen: Option<Reopen>,
         tx: mpsc::Sender<SourceEvent>,
         rx: mpsc::Receiver<SourceEvent>,
         timeline: Arc<Timeline>,
     ) -> Result<GstSource, MediaError> {
-        GstSource::spawn(pipeline, None, tx, rx, timeline)
+        GstSource::spawn(pipeline, reopen, tx, rx, timeline)
     }
 
     pub(crate) async fn next(&mut self) -> Option<Result<EncodedUnit, MediaError>> {
@@ -424,20 +432,13 @@ impl Driver {
                     );
                 }
                 gst::MessageView::Eos(_) => {
-                    let Some(reopen) = &self.reopen else {
+                    let Some(reopen) = &mut self.reopen else {
                         return Some(SourceEvent::End);
                     };
-                    debug!(path = %reopen.path.display(), "end of file, looping");
                     let _ = self.pipeline.set_state(gst::State::Null);
                     self.timeline.new_instance();
-                    let opened = gst_pipelines::open_file(
-                        &reopen.path,
-                        &reopen.settings,
-                        &self.tx,
-                        &self.timeline,
-                    );
-                    match opened {
-                        Ok(FilePipeline { pipeline, .. }) => {
+                    match reopen(&self.tx, &self.timeline) {
+                        Ok(pipeline) => {
                             self.pipeline = pipeline;
                             if let Err(e) = set_state(&self.pipeline, gst::State::Playing) {
                                 return Some(SourceEvent::Error(e));

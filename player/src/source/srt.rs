@@ -16,7 +16,8 @@
 //!
 //! [`start`] blocks until the caller has connected and the stream's tracks are known (the
 //! catalog lists exactly the tracks the stream has, with the picture size from the SPS).
-//! When the caller disconnects the source ends.
+//! When the broadcaster disconnects, the source waits for it to come back (OBS reconnects
+//! by itself) and goes on with increasing timestamps; it never ends on its own.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use tracing::{debug, info, warn};
 use treecast_relay::proto::media::{AUDIO_TRACK, Catalog, Codec, TrackInfo, VIDEO_TRACK};
 
 use super::gst_pipelines::{add_branch, audio_encode_desc, frame_nick, sink_context};
-use super::gst_source::{GstSource, SinkContext, Timeline, set_state};
+use super::gst_source::{GstSource, Reopen, SinkContext, Timeline, set_state};
 use super::h264::StreamCheck;
 use super::{EncodeSettings, SourceEvent};
 use crate::MediaError;
@@ -109,7 +110,10 @@ pub(crate) fn start(
     let result = build(&pipeline, &uri, settings, &tx, &timeline, &check).and_then(|seen| {
         set_state(&pipeline, gst::State::Playing)?;
         info!(%uri, "waiting for the SRT stream");
-        wait_for_tracks(&pipeline, &seen)?;
+        wait_for_tracks(&pipeline, &seen).map_err(|e| {
+            let s = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            s.problem.clone().unwrap_or(e)
+        })?;
         let s = seen.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = &s.problem {
             return Err(p.clone());
@@ -139,7 +143,24 @@ pub(crate) fn start(
         name: "srt".into(),
         tracks,
     };
-    let src = GstSource::spawn_live(pipeline, tx, rx, timeline).map_err(|e| explain(e, &check))?;
+    // When the broadcaster disconnects, listen (or call) again: the broadcast goes on when
+    // it comes back, with timestamps continuing from where they were.
+    let (again_uri, again_settings, again_check) = (uri.clone(), settings.clone(), check.clone());
+    let reopen: Reopen = Box::new(move |tx, timeline| {
+        warn!(uri = %again_uri, "the SRT broadcaster disconnected; waiting for it to come back");
+        let pipeline = gst::Pipeline::with_name("treecast-srt-source");
+        build(
+            &pipeline,
+            &again_uri,
+            &again_settings,
+            tx,
+            timeline,
+            &again_check,
+        )?;
+        Ok(pipeline)
+    });
+    let src = GstSource::spawn_live(pipeline, Some(reopen), tx, rx, timeline)
+        .map_err(|e| explain(e, &check))?;
     Ok((src, catalog))
 }
 
@@ -214,11 +235,17 @@ fn build(
             seen.video = true;
             Some((&video_desc, "vsink", &video_ctx))
         } else if media.starts_with("video/") && !seen.video {
-            seen.problem
-                .get_or_insert(MediaError::UnsupportedStream(format!(
-                    "the SRT stream's video is {media}; treecast carries H.264: set the encoder to \
+            let e = MediaError::UnsupportedStream(format!(
+                "the SRT stream's video is {media}; treecast carries H.264: set the encoder to \
                  H.264 (OBS: Settings > Output > Video Encoder x264; ffmpeg: -c:v libx264)"
-                )));
+            ));
+            // Also on the bus: a reconnecting broadcaster's new stream fails the same way.
+            let _ = pipeline.post_message(
+                gst::message::Error::builder(gst::StreamError::CodecNotFound, &e.to_string())
+                    .src(&pipeline)
+                    .build(),
+            );
+            seen.problem.get_or_insert(e);
             None
         } else if media.starts_with("audio/") && !seen.audio {
             seen.audio = true;
