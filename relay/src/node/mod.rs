@@ -225,13 +225,7 @@ impl Shared {
     }
 
     pub fn ingest(&self, frame: Frame) -> Admit {
-        let bytes = frame.payload.len() as u64;
-        let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters, &self.events);
-        if let Admit::Accepted { .. } = admit {
-            self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-            self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-        }
-        admit
+        lock(&self.hub).ingest(Instant::now(), frame, &self.counters, &self.events)
     }
 
     pub fn is_shutting_down(&self) -> bool {
