@@ -3,6 +3,9 @@
 # plugins the origin and player use, libopus, and the tools the tests use (Xvfb for the
 # windowed player, headless Chromium for the status page; for deploy/validate.sh
 # python3-venv and systemd-analyze; for deploy/lab iproute2).
+# SRT (srtsrc/srtsink) and MPEG-TS (tsdemux/mpegtsmux) come with plugins-bad; UDP, V4L2
+# cameras and PulseAudio microphones with plugins-good. ffmpeg (ffmpeg, ffprobe) pushes
+# and checks streams in the tests.
 # Re-runs itself with sudo when not root. Rust (cargo, 1.95+) must already be installed.
 set -euo pipefail
 
@@ -22,6 +25,7 @@ PACKAGES=(
     gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
     gstreamer1.0-plugins-base-apps
     libopus-dev
+    ffmpeg
     xvfb xauth
     iproute2 python3 python3-venv python3-yaml systemd
     chromium

@@ -210,9 +210,22 @@ impl Default for EncodeArgs {
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// What to broadcast: test | file:PATH | wav:PATH | synthetic[:fps=N,size=BYTES,group=FRAMES]
-    #[arg(long, default_value = "test")]
+    /// What to broadcast: test | file:PATH | wav:PATH | srt://:PORT (listen for an SRT
+    /// push of MPEG-TS, e.g. from OBS or ffmpeg) | srt://HOST:PORT (call an SRT sender) |
+    /// device (camera and microphone) | synthetic[:fps=N,size=BYTES,group=FRAMES]
+    #[arg(long, env = "TREECAST_SOURCE", default_value = "test")]
     pub source: String,
+    /// With --source device: the V4L2 camera (`none` for no video).
+    #[arg(long, env = "TREECAST_VIDEO_DEVICE", default_value = "/dev/video0")]
+    pub video_device: String,
+    /// With --source device: the PulseAudio source name (default: the default
+    /// microphone; `none` for no audio).
+    #[arg(long, env = "TREECAST_AUDIO_DEVICE")]
+    pub audio_device: Option<String>,
+    /// Broadcast each line read from this file (`-`: standard input) as a text message to
+    /// every viewer.
+    #[arg(long, env = "TREECAST_MESSAGES", value_name = "FILE|-")]
+    pub messages: Option<PathBuf>,
     /// Loop a file or WAV source forever.
     #[arg(long = "loop")]
     pub looping: bool,
@@ -280,6 +293,11 @@ pub struct WatchArgs {
     /// Write a JSON report (frames, stalls, latency...) to this file at exit.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also re-serve the stream as MPEG-TS (H.264 + Opus, not re-encoded) to a local
+    /// player: udp://HOST:PORT sends to it, srt://HOST:PORT calls it, srt://:PORT waits
+    /// for it to call (e.g. `ffplay srt://127.0.0.1:PORT`). With --headless: no window.
+    #[arg(long, env = "TREECAST_OUTPUT", value_name = "URI")]
+    pub output: Option<String>,
     /// Playout buffer: how far behind the first received frame playback runs.
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     pub buffer: Duration,

@@ -77,8 +77,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             let r = publish::broadcast(
                 &origin,
                 &demo_source(),
-                &EncodeArgs::default(),
-                "treecast demo",
+                publish::Input::media(&EncodeArgs::default(), "treecast demo"),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },
@@ -154,6 +153,7 @@ async fn run_tree(
         record: None,
         buffer: Duration::from_millis(300),
         show_status: true,
+        output: None,
     };
     let stop = async {
         tokio::select! {

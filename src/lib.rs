@@ -6,6 +6,7 @@
 //! - [`relay_cmd`]: a relay (`treecast relay`).
 //! - [`watch`]: a viewer (`treecast watch`), and [`watch::play`] which plays what a node
 //!   receives.
+//! - [`messages`]: text messages read at the origin and shown by viewers.
 //! - [`demo`]: the whole chain on loopback (`treecast demo`).
 //! - [`observe`]: the metrics endpoint and status page of a node (`--metrics`), and
 //!   `treecast tree`.
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod messages;
 pub mod node_setup;
 pub mod observe;
 pub mod publish;

@@ -30,6 +30,19 @@ impl StatusLine {
         let _ = e.flush();
     }
 
+    /// Prints `line` on standard output, above the status line (which is cleared first on
+    /// a terminal and redrawn at the next tick).
+    pub fn print_above(&self, line: &str) {
+        if self.enabled && self.tty {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r\x1b[K");
+            let _ = e.flush();
+        }
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    }
+
     pub fn finish(&self) {
         if self.enabled && self.tty {
             eprintln!();

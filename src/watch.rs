@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use treecast_relay::node::Node;
 
 use crate::cli::WatchArgs;
+#[cfg(feature = "media")]
+use crate::messages::Messages;
 use crate::node_setup::{self, Role};
 use crate::status;
 #[cfg(feature = "media")]
@@ -21,6 +23,8 @@ pub struct PlayOptions {
     pub record: Option<PathBuf>,
     pub buffer: Duration,
     pub show_status: bool,
+    /// Re-serve the stream as MPEG-TS here (`udp://HOST:PORT`, `srt://[HOST]:PORT`).
+    pub output: Option<String>,
 }
 
 /// Whether a graphical display is available.
@@ -35,6 +39,12 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         bail!(
             "no display found (DISPLAY/WAYLAND_DISPLAY unset): use --headless to decode without a window"
         );
+    }
+    // A bad --output is refused before joining, not after.
+    #[cfg(feature = "media")]
+    if let Some(o) = &args.output {
+        o.parse::<treecast_player::player::Output>()
+            .context("invalid --output")?;
     }
     let mut join = args.addrs.clone();
     join.extend(args.join.iter().cloned());
@@ -66,6 +76,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         record: args.record.clone(),
         buffer: args.buffer,
         show_status: !args.quiet,
+        output: args.output.clone(),
     };
     let r = play(&node, &opts, joined_at, stop).await;
     node.shutdown().await;
@@ -106,8 +117,15 @@ pub async fn play(
     stop: impl Future<Output = ()>,
 ) -> Result<serde_json::Value> {
     use treecast_player::{Player, PlayerConfig};
+    use treecast_relay::proto::media::Codec;
 
     treecast_player::init().context("initialising GStreamer")?;
+    let output = opts
+        .output
+        .as_deref()
+        .map(str::parse::<treecast_player::player::Output>)
+        .transpose()
+        .context("invalid --output")?;
     let mut cat = node.catalog();
     let catalog = cat
         .wait_for(|c| c.is_some())
@@ -120,6 +138,20 @@ pub async fn play(
             "this stream is encrypted end to end and your token carries no content key (a relay-only token?): ask the publisher for a viewer token"
         );
     }
+    let mut messages = Messages::new(&catalog);
+    let playable = catalog
+        .tracks
+        .iter()
+        .any(|t| matches!(t.codec, Codec::H264 { .. } | Codec::Opus { .. }));
+    if !playable {
+        if !messages.enabled() {
+            bail!("the broadcast has no H.264 or Opus track to play and no messages");
+        }
+        if output.is_some() || opts.record.is_some() {
+            bail!("the broadcast carries only messages: nothing to record or re-serve");
+        }
+        return messages_only(node, messages, stop).await;
+    }
     let player = Player::new(
         &catalog,
         PlayerConfig {
@@ -127,6 +159,7 @@ pub async fn play(
             record: opts.record.clone(),
             buffer: opts.buffer,
             joined_at,
+            output,
         },
     )
     .context("cannot start the player")?;
@@ -139,6 +172,11 @@ pub async fn play(
     let result: Result<()> = loop {
         tokio::select! {
             f = sub.next() => match f {
+                Some(f) if messages.is_message(&f) => {
+                    if let Some(last) = messages.accept(&f, &status) {
+                        player.show_message(&last);
+                    }
+                }
                 Some(f) => {
                     if let Err(e) = player.push(&f) {
                         break Err(e).context("playback failed");
@@ -170,8 +208,37 @@ pub async fn play(
     if let Some(o) = v.as_object_mut() {
         o.insert("node".into(), serde_json::to_value(node.stats())?);
         o.insert("local_queue_dropped_frames".into(), local_drops.into());
+        o.insert("messages".into(), serde_json::to_value(messages.shown())?);
     }
     Ok(v)
+}
+
+/// A broadcast of messages only (no media): print them until `stop`.
+#[cfg(feature = "media")]
+async fn messages_only(
+    node: &Node,
+    mut messages: Messages,
+    stop: impl Future<Output = ()>,
+) -> Result<serde_json::Value> {
+    let sub = node.subscribe_local();
+    let status = StatusLine::new(false);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            f = sub.next() => match f {
+                Some(f) if messages.is_message(&f) => {
+                    messages.accept(&f, &status);
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    Ok(serde_json::json!({
+        "node": node.stats(),
+        "messages": messages.shown(),
+    }))
 }
 
 #[cfg(feature = "media")]

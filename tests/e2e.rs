@@ -90,6 +90,7 @@ async fn test_source_through_three_relays_plays_every_frame() {
             record: None,
             buffer: Duration::from_millis(300),
             joined_at,
+            output: None,
         },
     )
     .expect("player");

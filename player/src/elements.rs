@@ -57,16 +57,25 @@ const PACKAGES: &[(&str, &str)] = &[
     ("autovideosink", GOOD),
     ("autoaudiosink", GOOD),
     ("pulsesink", GOOD),
+    ("pulsesrc", GOOD),
+    ("v4l2src", GOOD),
+    ("udpsink", GOOD),
+    ("udpsrc", GOOD),
     // plugins-bad
     ("h264parse", BAD),
     ("openh264dec", BAD),
     ("opusparse", BAD),
+    ("srtsrc", BAD),
+    ("srtsink", BAD),
+    ("tsdemux", BAD),
+    ("mpegtsmux", BAD),
     // plugins-ugly
     ("x264enc", UGLY),
     // libav
     ("avdec_h264", LIBAV),
     // other
     ("alsasink", "gstreamer1.0-alsa"),
+    ("alsasrc", "gstreamer1.0-alsa"),
 ];
 
 /// The Debian package that provides the element `factory`, or a generic hint for elements
@@ -124,6 +133,9 @@ mod tests {
         assert_eq!(debian_package("matroskamux"), "gstreamer1.0-plugins-good");
         assert_eq!(debian_package("clockoverlay"), "gstreamer1.0-x");
         assert_eq!(debian_package("queue"), "libgstreamer1.0-0");
+        assert_eq!(debian_package("srtsrc"), "gstreamer1.0-plugins-bad");
+        assert_eq!(debian_package("mpegtsmux"), "gstreamer1.0-plugins-bad");
+        assert_eq!(debian_package("v4l2src"), "gstreamer1.0-plugins-good");
         // No duplicates in the table.
         for (i, (a, _)) in PACKAGES.iter().enumerate() {
             assert!(PACKAGES[i + 1..].iter().all(|(b, _)| a != b), "{a} twice");

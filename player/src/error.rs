@@ -65,6 +65,22 @@ pub enum MediaError {
     #[error("Opus encoder error: {0}")]
     Opus(String),
 
+    /// An incoming stream (SRT ingest) uses something the tree cannot carry; the message
+    /// names the encoder setting to change.
+    #[error("{0}")]
+    UnsupportedStream(String),
+
+    /// A capture device (camera, microphone) is missing or cannot be opened.
+    #[error("{what} '{device}' cannot be used: {reason}")]
+    Device {
+        /// "camera" or "microphone".
+        what: &'static str,
+        /// The device asked for.
+        device: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// Settings or a catalog that cannot be used.
     #[error("invalid settings: {0}")]
     InvalidSettings(String),

@@ -8,7 +8,7 @@
 //!
 //! 1. [`init`] (optional; every constructor calls it).
 //! 2. [`MediaSource::start`](source::MediaSource::start) with a [`SourceSpec`]
-//!    (`Test`, `File`, `Wav`) and [`EncodeSettings`]. Its
+//!    (`Test`, `File`, `Wav`, `Srt` ingest, `Device` capture) and [`EncodeSettings`]. Its
 //!    [`catalog`](source::MediaSource::catalog) lists the tracks (video
 //!    [`VIDEO_TRACK`](treecast_relay::proto::media::VIDEO_TRACK) H.264, audio
 //!    [`AUDIO_TRACK`](treecast_relay::proto::media::AUDIO_TRACK) Opus) — publish it first.
@@ -24,7 +24,9 @@
 //!
 //! 1. [`Player::new`](player::Player::new) with the received catalog and a
 //!    [`PlayerConfig`] (`headless` for servers/tests, `record` to also
-//!    write a Matroska file, `buffer` playout delay, `joined_at` for time-to-first-frame).
+//!    write a Matroska file, `output` to re-serve MPEG-TS over UDP/SRT, `buffer` playout
+//!    delay, `joined_at` for time-to-first-frame). A catalog with a text track gets a
+//!    message overlay: [`show_message`](player::Player::show_message).
 //! 2. [`push`](player::Player::push) each received frame (per track in sequence order; gaps
 //!    are fine and are counted as lost).
 //! 3. [`stats`](player::Player::stats) for a live status line; [`error`](player::Player::error)

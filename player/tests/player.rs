@@ -40,6 +40,7 @@ async fn feed(
         record: record.map(Path::to_path_buf),
         buffer: Duration::from_millis(300),
         joined_at,
+        output: None,
     };
     let player = Player::new(src.catalog(), config)?;
     let mut packager = Packager::new(Some(VIDEO_TRACK), 2_000_000);

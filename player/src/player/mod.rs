@@ -24,6 +24,7 @@
 //! than a corrupted one). Frames of tracks not in the catalog are ignored.
 
 mod metrics;
+mod output;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use tracing::{debug, warn};
 use treecast_relay::proto::media::{Catalog, Codec, Frame, TrackId};
 
 pub use metrics::{LatencySummary, PlayerReport, PlayerStats, STALL_GAP};
+pub use output::Output;
 
 use crate::MediaError;
 use crate::timing::us_to_ns;
@@ -62,16 +64,19 @@ pub struct PlayerConfig {
     pub buffer: Duration,
     /// When the viewer started joining (for time-to-first-frame).
     pub joined_at: Instant,
+    /// Also re-serve the stream as MPEG-TS (not re-encoded) here.
+    pub output: Option<Output>,
 }
 
 impl Default for PlayerConfig {
-    /// Windowed, no recording, 300 ms buffer, joined now.
+    /// Windowed, no recording, no output, 300 ms buffer, joined now.
     fn default() -> Self {
         PlayerConfig {
             headless: false,
             record: None,
             buffer: Duration::from_millis(300),
             joined_at: Instant::now(),
+            output: None,
         }
     }
 }
@@ -208,9 +213,11 @@ impl Player {
             bus: Mutex::new(BusState::default()),
             changed: Condvar::new(),
         });
+        let overlay = catalog.tracks.iter().any(|t| t.codec == Codec::Text);
         let built = pipeline::build(
             video.as_ref().map(|(_, p)| p),
             audio.map(|(_, ch)| ch),
+            overlay,
             &config,
             &shared,
         )?;
@@ -345,6 +352,14 @@ impl Player {
         Ok(())
     }
 
+    /// Shows `text` over the picture (replacing the previous message) when the broadcast
+    /// has a message track and a video track; otherwise does nothing.
+    pub fn show_message(&self, text: &str) {
+        if let Some(overlay) = self.pipeline.by_name("overlay") {
+            overlay.set_property("text", text);
+        }
+    }
+
     /// A live snapshot (cheap; for a status line).
     pub fn stats(&self) -> PlayerStats {
         let running = self.pipeline.current_running_time().map(|t| t.nseconds());
@@ -457,5 +472,65 @@ fn spawn_bus_thread(
             warn!("cannot spawn the player's bus thread: {e}; errors will not be reported");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treecast_relay::proto::media::TrackInfo;
+
+    fn catalog(text: bool) -> Catalog {
+        let mut tracks = vec![TrackInfo {
+            id: 0,
+            name: "video".into(),
+            codec: Codec::H264 {
+                width: 160,
+                height: 120,
+                fps_num: 30,
+                fps_den: 1,
+            },
+            bitrate: 0,
+        }];
+        if text {
+            tracks.push(TrackInfo {
+                id: 2,
+                name: "messages".into(),
+                codec: Codec::Text,
+                bitrate: 0,
+            });
+        }
+        Catalog {
+            name: "t".into(),
+            tracks,
+            ..Default::default()
+        }
+    }
+
+    fn overlay_text(p: &Player) -> Option<String> {
+        let overlay = p.pipeline.by_name("overlay")?;
+        overlay.property::<Option<String>>("text")
+    }
+
+    #[test]
+    fn messages_are_overlaid_when_the_broadcast_has_a_message_track() {
+        let config = || PlayerConfig {
+            headless: true,
+            ..PlayerConfig::default()
+        };
+        let with = Player::new(&catalog(true), config()).unwrap();
+        with.show_message("doors open at 8");
+        assert_eq!(overlay_text(&with).as_deref(), Some("doors open at 8"));
+        with.finish().unwrap();
+        let without = Player::new(&catalog(false), config()).unwrap();
+        without.show_message("ignored");
+        assert_eq!(overlay_text(&without), None);
+        without.finish().unwrap();
+    }
+
+    #[test]
+    fn a_bad_output_is_refused_before_the_pipeline_starts() {
+        let e = "tcp://x:1".parse::<Output>().unwrap_err();
+        assert!(e.to_string().contains("udp://HOST:PORT"), "{e}");
     }
 }

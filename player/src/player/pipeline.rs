@@ -1,11 +1,15 @@
 //! The playback pipeline:
 //!
 //! ```text
-//! appsrc video (H.264 AU) ! tee ! queue ! h264parse ! avdec_h264 ! videoconvert ! video sink
-//!                             └ queue ! h264parse ─────────────┐   (only when recording)
+//! appsrc video (H.264 AU) ! tee ! queue ! h264parse ! avdec_h264 [! textoverlay] ! videoconvert ! video sink
+//!                             └ queue ! h264parse ─────────────┐   (per mux: recording, output)
 //! appsrc audio (Opus)     ! tee ! queue ! opusdec ! audioconvert ! audioresample ! audio sink
 //!                             └ queue ! opusparse ! matroskamux ! filesink
+//!                                                   mpegtsmux ! udpsink|srtsink (--output)
 //! ```
+//!
+//! The `textoverlay` is there when the broadcast has a message track; [`super::Player::show_message`]
+//! sets its text.
 //!
 //! Headless sinks are `fakesink`s (chosen explicitly: autovideosink probes for over a second
 //! without a display). Windowed: `xvimagesink`, `ximagesink`, then `autovideosink`; audio
@@ -20,6 +24,7 @@ use gstreamer_app as gst_app;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::output::Output;
 use crate::MediaError;
 use crate::elements::{self, make};
 use crate::timing::unix_now_us;
@@ -84,10 +89,25 @@ fn appsrc(name: &str, caps: gst::Caps) -> Result<gst_app::AppSrc, MediaError> {
 }
 
 /// Factories needed for this configuration (decoder checked separately).
-pub(crate) fn required(video: bool, audio: bool, record: bool) -> Vec<&'static str> {
+pub(crate) fn required(
+    video: bool,
+    audio: bool,
+    record: bool,
+    output: Option<&Output>,
+    overlay: bool,
+) -> Vec<&'static str> {
     let mut v = vec!["appsrc", "tee", "queue", "fakesink"];
     if video {
         v.extend(["h264parse", "videoconvert"]);
+        if overlay {
+            v.push("textoverlay");
+        }
+    }
+    if let Some(o) = output {
+        v.extend(o.required());
+        if audio {
+            v.push("opusparse");
+        }
     }
     if audio {
         v.extend(["opusdec", "audioconvert", "audioresample"]);
@@ -104,6 +124,7 @@ pub(crate) fn required(video: bool, audio: bool, record: bool) -> Vec<&'static s
 pub(crate) fn build(
     video: Option<&VideoParams>,
     audio_channels: Option<u8>,
+    overlay: bool,
     config: &super::PlayerConfig,
     shared: &Arc<Shared>,
 ) -> Result<Built, MediaError> {
@@ -111,9 +132,11 @@ pub(crate) fn build(
         video.is_some(),
         audio_channels.is_some(),
         config.record.is_some(),
+        config.output.as_ref(),
+        overlay,
     ))?;
     let pipeline = gst::Pipeline::with_name("treecast-player");
-    let mux = match &config.record {
+    let rec = match &config.record {
         Some(path) => {
             let mux = make("matroskamux", "recmux")?;
             let sink = make("filesink", "recfile")?;
@@ -127,12 +150,16 @@ pub(crate) fn build(
         }
         None => None,
     };
+    let mut muxes: Vec<(&str, gst::Element)> = rec.into_iter().map(|m| ("rec", m)).collect();
+    if let Some(o) = &config.output {
+        muxes.push(("out", o.build(&pipeline)?));
+    }
     let video_src = match video {
-        Some(p) => Some(build_video(&pipeline, p, config, mux.as_ref(), shared)?),
+        Some(p) => Some(build_video(&pipeline, p, config, overlay, &muxes, shared)?),
         None => None,
     };
     let audio_src = match audio_channels {
-        Some(ch) => Some(build_audio(&pipeline, ch, config, mux.as_ref(), shared)?),
+        Some(ch) => Some(build_audio(&pipeline, ch, config, &muxes, shared)?),
         None => None,
     };
     Ok(Built {
@@ -179,7 +206,8 @@ fn build_video(
     pipeline: &gst::Pipeline,
     p: &VideoParams,
     config: &super::PlayerConfig,
-    mux: Option<&gst::Element>,
+    overlay: bool,
+    muxes: &[(&str, gst::Element)],
     shared: &Arc<Shared>,
 ) -> Result<gst_app::AppSrc, MediaError> {
     let src = appsrc("video", video_caps(p))?;
@@ -189,17 +217,26 @@ fn build_video(
     let dec = decoder()?;
     let convert = make("videoconvert", "vconvert")?;
     let sink = video_sink(config.headless)?;
-    link_chain(
-        pipeline,
-        &[src.upcast_ref(), &tee, &q, &parse, &dec, &convert, &sink],
-        "video",
-    )?;
-    if let Some(mux) = mux {
-        let rq = queue("vrecqueue", config.buffer)?;
-        let rparse = make("h264parse", "vrecparse")?;
-        link_chain(pipeline, &[&rq, &rparse], "video recording")?;
-        tee.link(&rq).map_err(link_err("video recording"))?;
-        rparse.link(mux).map_err(link_err("video recording"))?;
+    let text = if overlay {
+        let t = make("textoverlay", "overlay")?;
+        t.set_property_from_str("valignment", "bottom");
+        t.set_property_from_str("halignment", "center");
+        t.set_property("shaded-background", true);
+        t.set_property("wait-text", false);
+        Some(t)
+    } else {
+        None
+    };
+    let mut chain: Vec<&gst::Element> = vec![src.upcast_ref(), &tee, &q, &parse, &dec];
+    chain.extend(text.as_ref());
+    chain.extend([&convert, &sink]);
+    link_chain(pipeline, &chain, "video")?;
+    for (tag, mux) in muxes {
+        let rq = queue(&format!("v{tag}queue"), config.buffer)?;
+        let rparse = make("h264parse", &format!("v{tag}parse"))?;
+        link_chain(pipeline, &[&rq, &rparse], "video to a muxer")?;
+        tee.link(&rq).map_err(link_err("video to a muxer"))?;
+        rparse.link(mux).map_err(link_err("video to a muxer"))?;
     }
     count_renders(&sink, config.headless, shared);
     Ok(src)
@@ -209,7 +246,7 @@ fn build_audio(
     pipeline: &gst::Pipeline,
     channels: u8,
     config: &super::PlayerConfig,
-    mux: Option<&gst::Element>,
+    muxes: &[(&str, gst::Element)],
     shared: &Arc<Shared>,
 ) -> Result<gst_app::AppSrc, MediaError> {
     let caps = gst::Caps::builder("audio/x-opus")
@@ -229,12 +266,12 @@ fn build_audio(
         &[src.upcast_ref(), &tee, &q, &dec, &convert, &resample, &sink],
         "audio",
     )?;
-    if let Some(mux) = mux {
-        let rq = queue("arecqueue", config.buffer)?;
-        let rparse = make("opusparse", "arecparse")?;
-        link_chain(pipeline, &[&rq, &rparse], "audio recording")?;
-        tee.link(&rq).map_err(link_err("audio recording"))?;
-        rparse.link(mux).map_err(link_err("audio recording"))?;
+    for (tag, mux) in muxes {
+        let rq = queue(&format!("a{tag}queue"), config.buffer)?;
+        let rparse = make("opusparse", &format!("a{tag}parse"))?;
+        link_chain(pipeline, &[&rq, &rparse], "audio to a muxer")?;
+        tee.link(&rq).map_err(link_err("audio to a muxer"))?;
+        rparse.link(mux).map_err(link_err("audio to a muxer"))?;
     }
     if let Some(pad) = dec.static_pad("src") {
         let shared = shared.clone();

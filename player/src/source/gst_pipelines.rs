@@ -72,7 +72,7 @@ const NO_MORE_PADS: &str = "treecast-no-more-pads";
 
 /// `x264enc ! ... ! appsink name=vsink` (input must be I420): H.264 Annex-B, one AU per buffer, SPS/PPS
 /// before every IDR, fixed GOP (no scene-cut keyframes), no B-frames.
-fn video_encode_desc(s: &EncodeSettings, sync: bool) -> String {
+pub(crate) fn video_encode_desc(s: &EncodeSettings, sync: bool) -> String {
     format!(
         "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 \
          key-int-max={ki} bitrate={kbps} option-string=scenecut=0 \
@@ -85,7 +85,7 @@ fn video_encode_desc(s: &EncodeSettings, sync: bool) -> String {
 }
 
 /// `audioconvert ! ... ! opusenc ! appsink name=asink`: 48 kHz stereo Opus.
-fn audio_encode_desc(s: &EncodeSettings, sync: bool, frame_nick: &str) -> String {
+pub(crate) fn audio_encode_desc(s: &EncodeSettings, sync: bool, frame_nick: &str) -> String {
     format!(
         "audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 \
          ! opusenc bitrate={bps} frame-size={frame_nick} \
@@ -94,23 +94,23 @@ fn audio_encode_desc(s: &EncodeSettings, sync: bool, frame_nick: &str) -> String
     )
 }
 
-fn frame_nick(s: &EncodeSettings) -> Result<&'static str, MediaError> {
+pub(crate) fn frame_nick(s: &EncodeSettings) -> Result<&'static str, MediaError> {
     s.opus_nick().ok_or_else(|| {
         MediaError::InvalidSettings(format!("Opus frame size {} ms", s.opus_frame_ms))
     })
 }
 
-fn parse_error(what: &str, e: gst::glib::Error) -> MediaError {
+pub(crate) fn parse_error(what: &str, e: gst::glib::Error) -> MediaError {
     MediaError::pipeline(what, format!("cannot build pipeline: {e}"))
 }
 
-fn appsink(bin: &gst::Bin, name: &str) -> Result<gst_app::AppSink, MediaError> {
+pub(crate) fn appsink(bin: &gst::Bin, name: &str) -> Result<gst_app::AppSink, MediaError> {
     bin.by_name(name)
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
         .ok_or_else(|| MediaError::pipeline(name, "appsink not found in pipeline"))
 }
 
-fn sink_context(
+pub(crate) fn sink_context(
     tx: &mpsc::Sender<SourceEvent>,
     timeline: &Arc<Timeline>,
     track: TrackId,
@@ -121,6 +121,7 @@ fn sink_context(
         timeline: timeline.clone(),
         track,
         default_duration_us,
+        check: None,
     }
 }
 
@@ -314,7 +315,7 @@ fn build_file(
 
 /// Adds a branch bin described by `desc` to the running pipeline and links `pad` to it.
 /// `sink_name` names the branch's appsink ("" for none).
-fn add_branch(
+pub(crate) fn add_branch(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     desc: &str,

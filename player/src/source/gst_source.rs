@@ -10,7 +10,7 @@
 //! `capture_us` maps the clock time `base time + running time` to the Unix clock through a
 //! [`WallClockAnchor`] taken once per pipeline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -25,13 +25,14 @@ use tracing::{debug, warn};
 use treecast_relay::proto::media::{AUDIO_TRACK, Catalog, EncodedUnit, TrackId, VIDEO_TRACK};
 
 use super::gst_pipelines::{self, FilePipeline};
+use super::h264::{self, Finding, StreamCheck};
 use super::{EncodeSettings, SourceEvent, catalog_name, open_file};
 use crate::MediaError;
 use crate::timing::{WallClockAnchor, ns_to_us, unix_now_us};
 
 /// Encoded units buffered between the pipeline and [`GstSource::next`] (a few seconds of
 /// media); when full, the pipeline waits (back-pressure) rather than dropping units.
-const CHANNEL_CAPACITY: usize = 512;
+pub(crate) const CHANNEL_CAPACITY: usize = 512;
 /// How often the driver thread checks for a stop request while no bus message arrives.
 const BUS_POLL: Duration = Duration::from_millis(100);
 
@@ -144,6 +145,9 @@ pub(crate) struct SinkContext {
     pub track: TrackId,
     /// Used when a buffer has no duration.
     pub default_duration_us: u64,
+    /// Video from an outside encoder: keyframes are read from the bitstream (not from
+    /// buffer flags) and the stream is checked for settings the tree cannot carry.
+    pub check: Option<Arc<Mutex<StreamCheck>>>,
 }
 
 /// Installs the new-sample callback on `sink`.
@@ -185,13 +189,34 @@ fn on_sample(
         .timeline
         .stamp(ctx.track, times, base_ns, clock.as_ref());
     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+    let keyframe = match &ctx.check {
+        Some(check) => {
+            let info = h264::inspect(map.as_slice());
+            let pts_us = times.pts_rt_ns.map_or(stamped.pts, ns_to_us);
+            let mut check = check.lock().unwrap_or_else(PoisonError::into_inner);
+            let finding = check.video(&info, pts_us, times.dts_rt_ns.map(ns_to_us));
+            match finding {
+                Some(f @ Finding::BFrames { .. }) => {
+                    let err = MediaError::UnsupportedStream(f.message());
+                    // Kept for the caller that sees the pipeline fail before this event.
+                    check.fatal = Some(f);
+                    drop(check);
+                    let _ = ctx.tx.blocking_send(SourceEvent::Error(err));
+                    return Err(gst::FlowError::Error);
+                }
+                Some(f) => warn!("{}", f.message()),
+                None => {}
+            }
+            info.idr
+        }
+        None => ctx.track == AUDIO_TRACK || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+    };
     let unit = EncodedUnit {
         track: ctx.track,
         pts: stamped.pts,
         dts: stamped.dts,
         duration: u32::try_from(times.duration_us).unwrap_or(u32::MAX),
-        keyframe: ctx.track == AUDIO_TRACK
-            || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        keyframe,
         capture_us: stamped.capture_us,
         payload: Bytes::copy_from_slice(map.as_slice()),
     };
@@ -233,11 +258,12 @@ pub(crate) struct GstSource {
     ended: bool,
 }
 
-/// How the driver rebuilds a file pipeline when looping.
-struct Reopen {
-    path: PathBuf,
-    settings: EncodeSettings,
-}
+/// How the driver builds the next pipeline when one ends (a looping file, an SRT listener
+/// waiting for the broadcaster to come back). The new pipeline is returned unstarted.
+pub(crate) type Reopen = Box<
+    dyn FnMut(&mpsc::Sender<SourceEvent>, &Arc<Timeline>) -> Result<gst::Pipeline, MediaError>
+        + Send,
+>;
 
 impl GstSource {
     pub(crate) fn start_test(
@@ -278,9 +304,15 @@ impl GstSource {
             tracks,
             ..Default::default()
         };
-        let reopen = looping.then(|| Reopen {
-            path: path.to_path_buf(),
-            settings: settings.clone(),
+        let reopen = looping.then(|| {
+            let (path, settings) = (path.to_path_buf(), settings.clone());
+            Box::new(
+                move |tx: &mpsc::Sender<SourceEvent>, timeline: &Arc<Timeline>| {
+                    debug!(path = %path.display(), "end of file, looping");
+                    gst_pipelines::open_file(&path, &settings, tx, timeline)
+                        .map(|FilePipeline { pipeline, .. }| pipeline)
+                },
+            ) as Reopen
         });
         let src = GstSource::spawn(opened.pipeline, reopen, tx, rx, timeline)?;
         Ok((src, catalog))
@@ -315,6 +347,17 @@ impl GstSource {
             driver: Some(handle),
             ended: false,
         })
+    }
+
+    /// Starts a live pipeline (SRT, devices); `reopen` builds the next one when it ends.
+    pub(crate) fn spawn_live(
+        pipeline: gst::Pipeline,
+        reopen: Option<Reopen>,
+        tx: mpsc::Sender<SourceEvent>,
+        rx: mpsc::Receiver<SourceEvent>,
+        timeline: Arc<Timeline>,
+    ) -> Result<GstSource, MediaError> {
+        GstSource::spawn(pipeline, reopen, tx, rx, timeline)
     }
 
     pub(crate) async fn next(&mut self) -> Option<Result<EncodedUnit, MediaError>> {
@@ -391,20 +434,13 @@ impl Driver {
                     );
                 }
                 gst::MessageView::Eos(_) => {
-                    let Some(reopen) = &self.reopen else {
+                    let Some(reopen) = &mut self.reopen else {
                         return Some(SourceEvent::End);
                     };
-                    debug!(path = %reopen.path.display(), "end of file, looping");
                     let _ = self.pipeline.set_state(gst::State::Null);
                     self.timeline.new_instance();
-                    let opened = gst_pipelines::open_file(
-                        &reopen.path,
-                        &reopen.settings,
-                        &self.tx,
-                        &self.timeline,
-                    );
-                    match opened {
-                        Ok(FilePipeline { pipeline, .. }) => {
+                    match reopen(&self.tx, &self.timeline) {
+                        Ok(pipeline) => {
                             self.pipeline = pipeline;
                             if let Err(e) = set_state(&self.pipeline, gst::State::Playing) {
                                 return Some(SourceEvent::Error(e));

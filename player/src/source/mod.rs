@@ -20,11 +20,21 @@
 //!   optionally looped with timestamps that keep increasing.
 //! - [`SourceSpec::Wav`]: a WAV file encoded with libopus directly (no GStreamer), paced by
 //!   tokio timers; audio only.
+//! - [`SourceSpec::Srt`]: MPEG-TS pushed over SRT by OBS/ffmpeg (listener or caller);
+//!   H.264 passed through, audio transcoded to Opus. `start` blocks until the stream's
+//!   tracks are known (call it off the async threads).
+//! - [`SourceSpec::Device`]: a V4L2 camera and a PulseAudio microphone.
 
+mod device;
 mod gst_pipelines;
 mod gst_source;
+mod h264;
 mod resample;
+mod srt;
 mod wav;
+
+pub use device::{DEFAULT_CAMERA, Devices};
+pub use srt::srt_uri;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -195,6 +205,14 @@ pub enum SourceSpec {
         /// Restart from the beginning at the end.
         looping: bool,
     },
+    /// MPEG-TS over SRT: `srt://:PORT` listens, `srt://HOST:PORT` calls (see
+    /// [`srt_uri`]). Ends when the broadcaster disconnects.
+    Srt {
+        /// The SRT URI as given by the user.
+        uri: String,
+    },
+    /// A camera and/or microphone.
+    Device(Devices),
 }
 
 /// What a running source hands to [`MediaSource::next`].
@@ -238,6 +256,14 @@ impl MediaSource {
             }
             SourceSpec::File { path, looping } => {
                 let (src, catalog) = gst_source::GstSource::start_file(path, *looping, settings)?;
+                (catalog, Inner::Gst(src))
+            }
+            SourceSpec::Srt { uri } => {
+                let (src, catalog) = srt::start(uri, settings)?;
+                (catalog, Inner::Gst(src))
+            }
+            SourceSpec::Device(devices) => {
+                let (src, catalog) = device::start(devices, settings)?;
                 (catalog, Inner::Gst(src))
             }
             SourceSpec::Wav { path, looping } => {

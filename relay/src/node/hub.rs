@@ -148,6 +148,12 @@ impl Hub {
                 counters.frames_late.fetch_add(1, Ordering::Relaxed);
             }
             Admit::Accepted { lost } => {
+                // Counted before any subscriber can see the frame, so whoever reads the
+                // frame also reads a count that includes it.
+                counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes_in
+                    .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
                 counters.frames_lost.fetch_add(lost, Ordering::Relaxed);
                 for s in self.subscribers.values() {
                     if s.push(now, frame.clone()) {

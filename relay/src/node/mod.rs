@@ -176,11 +176,10 @@ impl Shared {
     pub fn ingest(&self, frame: Frame) -> Admit {
         let bytes = frame.payload.len() as u64;
         let (track, capture_us) = (frame.track, frame.capture_us);
+        // The hub counts accepted frames before any subscriber can see them.
         let admit = lock(&self.hub).ingest(Instant::now(), frame, &self.counters, &self.events);
         match admit {
             Admit::Accepted { lost } => {
-                self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
                 self.metrics.received(track, bytes, lost);
                 observe::frame_arrived(self, capture_us);
             }

@@ -78,6 +78,9 @@ pub enum Codec {
     },
     /// Opaque bytes (synthetic workloads, data tracks).
     Opaque,
+    /// Text messages (see [`super::text`]): one message per group, with the last few
+    /// repeated so late joiners see them.
+    Text,
 }
 
 /// Description of one track.

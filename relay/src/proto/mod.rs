@@ -11,6 +11,7 @@
 //! - [`send_queue`]: the per-child queue that drops whole stale groups for slow children.
 //! - [`trust`]: publisher signatures, join tokens and payload encryption.
 //! - [`report`]: bounded subtree summaries that nodes send up the tree.
+//! - [`text`]: text messages on a data track (one group per message, with history).
 pub mod addr;
 pub mod cache;
 pub mod codes;
@@ -25,6 +26,7 @@ pub mod overlay;
 pub mod report;
 pub mod send_queue;
 pub mod synthetic;
+pub mod text;
 pub mod tree_msg;
 pub mod trust;
 pub mod varint;
