@@ -186,8 +186,24 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                 let _ = send.write_all(&reply.to_bytes()).await;
                 let _ = send.finish();
             }
+            Ok(Ok(Some(ControlMessage::TreeQuery))) if !budget.allow(Instant::now()) => {
+                return Err(violation(
+                    &shared,
+                    &conn,
+                    &addr,
+                    ErrorCode::RateLimited,
+                    "too many tree queries per second",
+                ));
+            }
             Ok(Ok(Some(ControlMessage::TreeQuery))) => {
-                let report = super::observe::subtree_report(&shared, MAX_REPORT_NODES);
+                let mut report = super::observe::subtree_report(&shared, MAX_REPORT_NODES);
+                // Peers learn only the addresses they need: the audience's addresses go
+                // to an operator on this machine, not to whoever asks over the network.
+                if !conn.remote_address().ip().is_loopback() {
+                    for n in &mut report.nodes {
+                        n.host.clear();
+                    }
+                }
                 let _ = send
                     .write_all(&ControlMessage::Report(report).to_bytes())
                     .await;
