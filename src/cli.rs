@@ -27,6 +27,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print this node's identity (creating it if needed).
     Id(IdArgs),
+    /// Simulate the overlay at scale in virtual time (deterministic) and write a report.
+    Sim(SimArgs),
 }
 
 /// Options every node has.
@@ -194,6 +196,31 @@ pub struct DemoArgs {
     /// Write the viewer's JSON report to this file at exit.
     #[arg(long)]
     pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Seed of every random choice: the same seed gives the same report, byte for byte.
+    #[arg(long, env = "TREECAST_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Audience size (under churn, the average audience).
+    #[arg(long, env = "TREECAST_SIM_PEERS", default_value_t = 1000)]
+    pub peers: usize,
+    /// steady | flash | churn | mass-failure | origin-children
+    #[arg(long, env = "TREECAST_SIM_SCENARIO", default_value = "steady")]
+    pub scenario: treecast_relay::sim::Scenario,
+    /// Virtual time to simulate.
+    #[arg(long, env = "TREECAST_SIM_DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Playout buffer used for the continuity index.
+    #[arg(long, env = "TREECAST_SIM_BUFFER", default_value = "2s", value_parser = parse_duration)]
+    pub buffer: Duration,
+    /// Children the origin accepts.
+    #[arg(long, env = "TREECAST_SIM_ORIGIN_CAPACITY", default_value_t = 8)]
+    pub origin_capacity: u32,
+    /// Directory for results.md and the SVG plots (created if missing).
+    #[arg(long, env = "TREECAST_SIM_OUT", default_value = "sim-out")]
+    pub out: PathBuf,
 }
 
 /// Parses `1.5s`, `300ms`, `2m`, `1h`, or a bare number of seconds.

@@ -7,11 +7,13 @@
 //! - [`watch`]: a viewer (`treecast watch`), and [`watch::play`] which plays what a node
 //!   receives.
 //! - [`demo`]: the whole chain on loopback (`treecast demo`).
+//! - [`sim_cmd`]: the overlay simulated at scale (`treecast sim`).
 //! - [`cli`], [`node_setup`], [`status`]: flags, node configuration, status lines.
 pub mod cli;
 pub mod demo;
 pub mod node_setup;
 pub mod publish;
 pub mod relay_cmd;
+pub mod sim_cmd;
 pub mod status;
 pub mod watch;
