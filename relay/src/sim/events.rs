@@ -1,7 +1,7 @@
 //! The event queue in virtual time: a binary heap ordered by (time, insertion order), so
 //! events at the same microsecond run in the order they were scheduled.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::proto::overlay::{ProbeInfo, Refused};
@@ -123,34 +123,15 @@ pub enum Event {
     Sample,
 }
 
-struct Entry {
-    at: u64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap, we want the earliest first.
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// Pending events, earliest first.
+///
+/// The heap holds only (time, order, slot); the events themselves stay put in a slab, so
+/// heap operations move 24 bytes, not whole messages.
 #[derive(Default)]
 pub struct Queue {
-    heap: BinaryHeap<Entry>,
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<Event>>,
+    free: Vec<u32>,
     seq: u64,
 }
 
@@ -158,20 +139,28 @@ impl Queue {
     /// Schedules `event` at `at` (microseconds of virtual time).
     pub fn push(&mut self, at: u64, event: Event) {
         self.seq += 1;
-        self.heap.push(Entry {
-            at,
-            seq: self.seq,
-            event,
-        });
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(event);
+                i
+            }
+            None => {
+                self.slab.push(Some(event));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((at, self.seq, slot)));
     }
 
     /// The earliest event, if it is due by `until`.
     pub fn pop_until(&mut self, until: u64) -> Option<(u64, Event)> {
-        if self.heap.peek().is_some_and(|e| e.at <= until) {
-            self.heap.pop().map(|e| (e.at, e.event))
-        } else {
-            None
+        let Reverse((at, _, _)) = *self.heap.peek()?;
+        if at > until {
+            return None;
         }
+        let Reverse((at, _, slot)) = self.heap.pop()?;
+        self.free.push(slot);
+        self.slab[slot as usize].take().map(|e| (at, e))
     }
 
     /// Events pending.
