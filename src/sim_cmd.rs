@@ -25,7 +25,13 @@ pub fn config(a: &SimArgs) -> Result<SimConfig> {
 pub fn run(a: &SimArgs) -> Result<()> {
     let cfg = config(a)?;
     let started = Instant::now();
-    let outcome = sim::run(cfg);
+    let total = cfg.duration.as_secs_f64();
+    let outcome = sim::run_with_progress(cfg, &mut |t, alive, pending| {
+        eprintln!(
+            "  {t:>5.0} / {total:.0} s virtual, {alive} peers, {pending} events pending, {:.0} s wall",
+            started.elapsed().as_secs_f64()
+        );
+    });
     let wall = started.elapsed();
     sim::report::write(&outcome, &a.out)
         .with_context(|| format!("cannot write the report to {}", a.out.display()))?;

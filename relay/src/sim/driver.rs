@@ -146,6 +146,7 @@ impl Sim {
             cache_groups: cfg.cache_groups,
             buffer_us: cfg.buffer.as_micros() as u64,
             frame_us: 33_333,
+            max_wait_us: 1_000_000,
         });
         let catalog = Catalog {
             name: "treecast".into(),
@@ -332,11 +333,18 @@ impl Sim {
         self.ctl_bytes[to as usize] += n as u64;
     }
 
-    /// Runs to the end.
-    pub fn run(&mut self) {
+    /// Runs to the end, calling `progress` with (virtual seconds, peers alive, events
+    /// pending) every 10 virtual seconds.
+    pub fn run(&mut self, progress: &mut dyn FnMut(f64, u64, usize)) {
         let end = self.duration_us();
+        let mut next_report = 10_000_000;
         while let Some((t, ev)) = self.q.pop_until(end) {
             self.now = t;
+            if t >= next_report {
+                next_report += 10_000_000;
+                let alive = self.m.series.last().map_or(0, |s| s.alive);
+                progress(t as f64 / 1e6, alive, self.q.len());
+            }
             self.handle(ev);
         }
         self.now = end;

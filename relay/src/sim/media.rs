@@ -4,7 +4,8 @@
 //! (its first frame: relays forward frame by frame) reaches each child of a node after the
 //! node's upload has sent that frame to all its children (fair share of its upload rate,
 //! queued behind earlier segments when the upload cannot keep up) plus the link's one-way
-//! delay. A node receives segments in order; one that was cut off misses them until it is
+//! delay; a node whose upload queue is more than `max_wait_us` behind drops the segment
+//! for all its children, as the send queue drops stale groups. A node receives segments in order; one that was cut off misses them until it is
 //! attached again, and then, as the real node does, resumes from the last segment it holds:
 //! the new parent sends what it still has in its cache (`cache_groups` groups, i.e. whole
 //! keyframe intervals) as a burst at the child's share of its upload; what fell out of the
@@ -36,6 +37,9 @@ pub struct MediaConfig {
     /// Frame duration, microseconds: relays forward frame by frame, so a segment's
     /// first frame leaves after one frame's share of the segment's sending time.
     pub frame_us: u64,
+    /// How long a segment may wait in a node's upload queue before the node drops it
+    /// (the send queue drops stale groups after `QueueLimits::max_wait`).
+    pub max_wait_us: u64,
 }
 
 /// What the media plane needs to know of the network.
@@ -94,6 +98,8 @@ pub struct Media {
     pub origin_bits: f64,
     /// Segments delivered from a cache after a repair or move.
     pub catchup_segments: u64,
+    /// Segments a node dropped because its upload queue was too far behind.
+    pub dropped: u64,
 }
 
 impl Media {
@@ -117,6 +123,7 @@ impl Media {
             e2e: Hist::new(1.0, 30_000),
             origin_bits: 0.0,
             catchup_segments: 0,
+            dropped: 0,
         }
     }
 
@@ -189,6 +196,11 @@ impl Media {
             // The upload is busy for the whole segment; the first frame goes out after
             // its own share (cut-through at frame granularity).
             let start = self.avail[p as usize].max(self.busy[p as usize]);
+            if start > self.avail[p as usize] + self.cfg.max_wait_us {
+                // Too far behind: the queue drops it; nobody below gets it.
+                self.dropped += 1;
+                continue;
+            }
             let send = links.send_us(p, self.cfg.seg_bits);
             self.busy[p as usize] = start + send;
             let finish = start + send * self.cfg.frame_us / self.cfg.seg_us.max(1);

@@ -154,8 +154,14 @@ impl SimConfig {
 ///
 /// Panics if the configuration is invalid: check it with [`SimConfig::validate`].
 pub fn run(cfg: SimConfig) -> Outcome {
+    run_with_progress(cfg, &mut |_, _, _| {})
+}
+
+/// [`run`], calling `progress` with (virtual seconds, peers alive, events pending) every
+/// 10 virtual seconds.
+pub fn run_with_progress(cfg: SimConfig, progress: &mut dyn FnMut(f64, u64, usize)) -> Outcome {
     assert_eq!(cfg.validate(), Ok(()), "invalid simulation config");
     let mut sim = driver::Sim::new(cfg);
-    sim.run();
+    sim.run(progress);
     outcome::analyse(sim)
 }

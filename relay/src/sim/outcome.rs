@@ -79,6 +79,8 @@ pub struct Outcome {
     pub series: Vec<SamplePoint>,
     /// Segments sent from caches after repairs and moves.
     pub catchup_segments: u64,
+    /// Segments dropped by overloaded upload queues.
+    pub dropped_segments: u64,
     /// Invariants.
     pub invariants: Invariants,
 }
@@ -243,6 +245,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         origin_mbps,
         series: m.series,
         catchup_segments: sim.media.catchup_segments,
+        dropped_segments: sim.media.dropped,
         invariants: inv,
         config: sim.cfg.clone(),
     }

@@ -169,8 +169,8 @@ pub fn markdown(o: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "- Parents lost without goodbye: {}; moves: {}; loops detected: {}; segments sent from caches: {}",
-        o.orphaned, o.moved, o.loops, o.catchup_segments
+        "- Parents lost without goodbye: {}; moves: {}; loops detected: {}; segments sent from caches: {}; segments dropped by overloaded uploads: {}",
+        o.orphaned, o.moved, o.loops, o.catchup_segments, o.dropped_segments
     );
     let _ = writeln!(
         s,
