@@ -284,6 +284,39 @@ mod tests {
     }
 
     #[test]
+    fn sim_flags_parse_and_bad_ones_are_clear_errors() {
+        let Cli {
+            command: Command::Sim(a),
+        } = Cli::try_parse_from([
+            "treecast",
+            "sim",
+            "--peers",
+            "300",
+            "--scenario",
+            "churn",
+            "--duration",
+            "30s",
+        ])
+        .unwrap()
+        else {
+            panic!("not sim")
+        };
+        assert_eq!(a.peers, 300);
+        assert_eq!(a.scenario, treecast_relay::sim::Scenario::Churn);
+        assert_eq!(a.duration, Duration::from_secs(30));
+        let e = Cli::try_parse_from(["treecast", "sim", "--scenario", "meteor"]).unwrap_err();
+        assert!(e.to_string().contains("unknown scenario"), "{e}");
+        let Cli {
+            command: Command::Sim(zero),
+        } = Cli::try_parse_from(["treecast", "sim", "--peers", "0"]).unwrap()
+        else {
+            panic!("not sim")
+        };
+        let e = crate::sim_cmd::config(&zero).unwrap_err();
+        assert!(e.to_string().contains("--peers must be at least 1"), "{e}");
+    }
+
+    #[test]
     fn bad_parent_address_is_a_clear_error() {
         let e = Cli::try_parse_from(["treecast", "watch", "127.0.0.1:4433"]).unwrap_err();
         assert!(e.to_string().contains("no node id"), "{e}");
