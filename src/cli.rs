@@ -34,6 +34,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print this node's identity (creating it if needed).
     Id(IdArgs),
+    /// Simulate the overlay at scale in virtual time (deterministic) and write a report.
+    Sim(SimArgs),
     /// Print the live tree below a node (the origin: the whole tree).
     Tree(TreeArgs),
     /// Show the effective configuration: config file, env variables and flags.
@@ -360,6 +362,31 @@ pub fn parse_loss(s: &str) -> Result<f64, String> {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Seed of every random choice: the same seed gives the same report, byte for byte.
+    #[arg(long, env = "TREECAST_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Audience size (under churn, the average audience).
+    #[arg(long, env = "TREECAST_SIM_PEERS", default_value_t = 1000)]
+    pub peers: usize,
+    /// steady | flash | churn | mass-failure | origin-children
+    #[arg(long, env = "TREECAST_SIM_SCENARIO", default_value = "steady")]
+    pub scenario: treecast_relay::sim::Scenario,
+    /// Virtual time to simulate.
+    #[arg(long, env = "TREECAST_SIM_DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Playout buffer used for the continuity index.
+    #[arg(long, env = "TREECAST_SIM_BUFFER", default_value = "2s", value_parser = parse_duration)]
+    pub buffer: Duration,
+    /// Children the origin accepts.
+    #[arg(long, env = "TREECAST_SIM_ORIGIN_CAPACITY", default_value_t = 8)]
+    pub origin_capacity: u32,
+    /// Directory for results.md and the SVG plots (created if missing).
+    #[arg(long, env = "TREECAST_SIM_OUT", default_value = "sim-out")]
+    pub out: PathBuf,
+}
+
 /// Parses `1.5s`, `300ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -427,6 +454,41 @@ mod tests {
     fn relay_needs_a_way_in() {
         let e = Cli::try_parse_from(["treecast", "relay"]).unwrap_err();
         assert!(e.to_string().contains("--join"), "{e}");
+    }
+
+    #[test]
+    fn sim_flags_parse_and_bad_ones_are_clear_errors() {
+        let Cli {
+            command: Command::Sim(a),
+            ..
+        } = Cli::try_parse_from([
+            "treecast",
+            "sim",
+            "--peers",
+            "300",
+            "--scenario",
+            "churn",
+            "--duration",
+            "30s",
+        ])
+        .unwrap()
+        else {
+            panic!("not sim")
+        };
+        assert_eq!(a.peers, 300);
+        assert_eq!(a.scenario, treecast_relay::sim::Scenario::Churn);
+        assert_eq!(a.duration, Duration::from_secs(30));
+        let e = Cli::try_parse_from(["treecast", "sim", "--scenario", "meteor"]).unwrap_err();
+        assert!(e.to_string().contains("unknown scenario"), "{e}");
+        let Cli {
+            command: Command::Sim(zero),
+            ..
+        } = Cli::try_parse_from(["treecast", "sim", "--peers", "0"]).unwrap()
+        else {
+            panic!("not sim")
+        };
+        let e = crate::sim_cmd::config(&zero).unwrap_err();
+        assert!(e.to_string().contains("--peers must be at least 1"), "{e}");
     }
 
     #[test]

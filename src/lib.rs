@@ -10,6 +10,7 @@
 //! - [`demo`]: the whole chain on loopback (`treecast demo`).
 //! - [`observe`]: the metrics endpoint and status page of a node (`--metrics`), and
 //!   `treecast tree`.
+//! - [`sim_cmd`]: the overlay simulated at scale (`treecast sim`).
 //! - [`cli`], [`config`], [`node_setup`], [`status`]: flags, config files and env
 //!   variables, node configuration, status lines.
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod node_setup;
 pub mod observe;
 pub mod publish;
 pub mod relay_cmd;
+pub mod sim_cmd;
 pub mod status;
 pub mod trust_cmd;
 pub mod watch;

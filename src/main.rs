@@ -3,10 +3,20 @@
 use std::io::IsTerminal;
 
 use treecast::cli::{Cli, Command};
-use treecast::{config, demo, node_setup, observe, publish, relay_cmd, trust_cmd, watch};
+use treecast::{config, demo, node_setup, observe, publish, relay_cmd, sim_cmd, trust_cmd, watch};
 
 fn main() -> std::process::ExitCode {
     let cli: Cli = config::parse();
+    if let Command::Sim(a) = &cli.command {
+        // Single-threaded and synchronous: no async runtime needed.
+        return match sim_cmd::run(a) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -32,6 +42,7 @@ fn main() -> std::process::ExitCode {
             Command::Watch(a) => watch::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Tree(a) => observe::tree(a).await,
+            Command::Sim(_) => unreachable!("handled above"),
             Command::Id(a) => {
                 let role = match a.role.as_str() {
                     "origin" => node_setup::Role::Origin,

@@ -9,4 +9,5 @@
 //! This crate has no GStreamer dependency: a relay-only binary needs nothing else.
 pub mod node;
 pub mod proto;
+pub mod sim;
 pub mod web;

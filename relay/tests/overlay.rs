@@ -658,3 +658,112 @@ fn random_joins_crashes_and_leaves_keep_the_tree_sound() {
         std::mem::swap(&mut sub.nodes, &mut net.nodes);
     }
 }
+
+#[test]
+fn a_node_full_of_stale_measurements_still_discovers_room() {
+    // In a large tree a joiner measures many full parents. Those measurements must not
+    // crowd out newly heard candidates: a parent with room, heard of late and among many
+    // full ones, is still probed and chosen.
+    let t0 = Instant::now();
+    let addr = |i: u32| {
+        let mut raw = [0u8; 32];
+        raw[..4].copy_from_slice(&i.to_be_bytes());
+        PeerAddr {
+            id: NodeId::from_bytes(raw),
+            host: format!("10.0.{}.{}:4433", i >> 8, i & 0xff),
+        }
+    };
+    let me = addr(1_000_000);
+    let room = addr(999_999);
+    let mut x = Overlay::new(me.id, OverlayConfig::default(), 7);
+    x.handle_join(t0, vec![addr(0)]);
+    let mut now = t0;
+    let mut next_id = 1u32;
+    let mut answered = 0;
+    let mut attached_to = None;
+    for _ in 0..400 {
+        let mut acted = false;
+        while let Some(a) = x.poll_action() {
+            acted = true;
+            match a {
+                Action::Probe(to) => {
+                    answered += 1;
+                    let info = if to == room {
+                        ProbeInfo {
+                            rooted: true,
+                            depth: 3,
+                            free: 2,
+                            movable: 0,
+                            candidates: vec![],
+                        }
+                    } else {
+                        // Full, and knows 16 more full nodes; once the known set is full
+                        // of measurements, one of them mentions the node with room.
+                        let mut candidates: Vec<Candidate> = (0..16)
+                            .map(|_| {
+                                next_id += 1;
+                                Candidate {
+                                    addr: addr(next_id),
+                                    depth: 2,
+                                    free: 0,
+                                }
+                            })
+                            .collect();
+                        if answered > 120 {
+                            candidates[5] = Candidate {
+                                addr: room.clone(),
+                                depth: 3,
+                                free: 2,
+                            };
+                        }
+                        ProbeInfo {
+                            rooted: true,
+                            depth: 1,
+                            free: 0,
+                            movable: 0,
+                            candidates,
+                        }
+                    };
+                    let rtt = Duration::from_millis(20 + u64::from(next_id % 50));
+                    x.handle_probe_result(now, &to, Some((rtt, info)));
+                }
+                Action::Attach { to, .. } if to == room => {
+                    attached_to = Some(to.id);
+                    let info = TreeInfo {
+                        rooted: true,
+                        path: vec![addr(0).id, addr(1).id, addr(2).id],
+                        backups: vec![],
+                    };
+                    x.handle_attach_result(now, &to, Ok(info));
+                }
+                Action::Attach { to, .. } => x.handle_attach_result(
+                    now,
+                    &to,
+                    Err(Some(Refused {
+                        why: Refusal::Full,
+                        redirect: vec![],
+                    })),
+                ),
+                _ => {}
+            }
+        }
+        if attached_to.is_some() {
+            break;
+        }
+        if !acted {
+            let Some(t) = x.poll_timeout() else { break };
+            now = t.max(now);
+            x.handle_timeout(now);
+        }
+    }
+    assert!(
+        answered > 120,
+        "the scenario never reached the late candidate"
+    );
+    assert_eq!(
+        attached_to,
+        Some(room.id),
+        "the parent with room was never found"
+    );
+    assert_eq!(x.parent().map(|p| p.id), Some(room.id));
+}

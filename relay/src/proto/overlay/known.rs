@@ -1,6 +1,7 @@
 //! What a node knows about possible parents, and how it picks one.
 //!
-//! Bounded: at most `max` entries; the stalest unprobed ones go first.
+//! Bounded: at most `max` entries; the stalest unprobed ones go first, but a quarter of
+//! the room is kept for unprobed candidates (see `make_room`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -298,13 +299,25 @@ impl KnownSet {
         v.into_iter().take(n).map(|k| k.cand.clone()).collect()
     }
 
+    /// Evicts until there is room for one more: the stalest unprobed entry, unless
+    /// fewer than a quarter of the entries are unprobed; then the measurement that is
+    /// least use (no room, measured longest ago) goes instead. Without that floor a node
+    /// in a large tree fills up with old measurements of full parents, every newly heard
+    /// candidate evicts the previous one, and a repair can starve for lack of candidates.
     fn make_room(&mut self) {
         while self.map.len() >= self.max {
-            let victim = self
-                .map
-                .values()
-                .min_by_key(|k| (k.rtt.is_some(), k.seen, k.cand.addr.id))
-                .map(|k| k.cand.addr.id);
+            let unprobed = self.map.values().filter(|k| k.rtt.is_none()).count();
+            let victim = if unprobed > self.max / 4 {
+                self.map
+                    .values()
+                    .filter(|k| k.rtt.is_none())
+                    .min_by_key(|k| (k.seen, k.cand.addr.id))
+            } else {
+                self.map
+                    .values()
+                    .min_by_key(|k| (k.rtt.is_none(), k.cand.free > 0, k.measured, k.cand.addr.id))
+            }
+            .map(|k| k.cand.addr.id);
             match victim {
                 Some(id) => {
                     self.map.remove(&id);

@@ -1,0 +1,199 @@
+//! Carrying out an overlay's actions: each becomes a message (counted with the real
+//! encoder) that arrives after the link's delay; and recording its events.
+
+use super::*;
+
+impl Sim {
+    pub(super) fn on_event(&mut self, p: Peer, e: OverlayEvent) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match e {
+            OverlayEvent::Joined { took, .. } => self.m.join_attach_ms.add(ms(took)),
+            OverlayEvent::Repaired { took, .. } => {
+                self.m.repair_ms.add(ms(took));
+                let since = self.orphan_since[p as usize];
+                if since != NEVER {
+                    self.m.outage_ms.add((self.now - since) as f64 / 1000.0);
+                    self.orphan_since[p as usize] = NEVER;
+                }
+            }
+            OverlayEvent::Orphaned { parent } => {
+                self.m.orphaned += 1;
+                let down = self.down_at[index(&parent) as usize];
+                self.orphan_since[p as usize] = if down == NEVER { self.now } else { down };
+            }
+            OverlayEvent::Moved { .. } => self.m.moved += 1,
+            OverlayEvent::LoopDetected => {
+                self.m.loops += 1;
+                self.orphan_since[p as usize] = self.now;
+            }
+            OverlayEvent::ChildrenHandedOver => {
+                if self.leaving[p as usize] {
+                    self.q.push(self.now, Event::Close(p));
+                }
+            }
+        }
+    }
+
+    pub(super) fn dispatch(&mut self, p: Peer, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Probe(addr) => {
+                let to = index(&addr.id);
+                self.count("probe", p, to, &ControlMessage::Probe { token: None });
+                let rtt = self.rtt_measured(p, to);
+                let setup = self.connect(p, to, rtt);
+                self.q.push(
+                    now + setup + rtt / 2,
+                    Event::ProbeRequest {
+                        from: p,
+                        to,
+                        sent: now,
+                        rtt_us: rtt,
+                    },
+                );
+            }
+            Action::Attach { to, replaces } => {
+                let to = index(&to.id);
+                let msg = ControlMessage::Subscribe {
+                    token: None,
+                    resume: vec![
+                        ResumePoint {
+                            track: 0,
+                            next_seq: 1 << 20,
+                        },
+                        ResumePoint {
+                            track: 1,
+                            next_seq: 1 << 22,
+                        },
+                    ],
+                    capacity: self.capacity[p as usize],
+                    replaces,
+                };
+                self.count("subscribe", p, to, &msg);
+                let rtt = self.rtt_measured(p, to);
+                let setup = self.connect(p, to, rtt);
+                self.q.push(
+                    now + setup + rtt / 2,
+                    Event::AttachRequest {
+                        from: p,
+                        to,
+                        replaces,
+                        sent: now,
+                    },
+                );
+            }
+            Action::Detach(parent) => {
+                let parent = index(&parent);
+                let t = now + self.owd(p, parent);
+                self.q.push(t, Event::Detach { child: p, parent });
+            }
+            Action::SendTree { child, info } => {
+                let child = index(&child);
+                let msg = ControlMessage::Tree(info);
+                self.count("tree", p, child, &msg);
+                let ControlMessage::Tree(info) = msg else {
+                    return;
+                };
+                let t = now + self.owd(p, child);
+                self.q.push(
+                    t,
+                    Event::Tree {
+                        from: p,
+                        to: child,
+                        info,
+                    },
+                );
+            }
+            Action::SendStatus {
+                free,
+                subtree,
+                rooms,
+            } => {
+                let Some(parent) = self
+                    .overlay(p)
+                    .and_then(|o| o.parent())
+                    .map(|a| index(&a.id))
+                else {
+                    return;
+                };
+                let msg = ControlMessage::Status {
+                    free,
+                    subtree,
+                    rooms,
+                };
+                self.count("status", p, parent, &msg);
+                let ControlMessage::Status { rooms, .. } = msg else {
+                    return;
+                };
+                let t = now + self.owd(p, parent);
+                self.q.push(
+                    t,
+                    Event::Status {
+                        from: p,
+                        to: parent,
+                        free,
+                        subtree,
+                        rooms,
+                    },
+                );
+            }
+            Action::AnnounceLeave => {
+                if let Some(parent) = self
+                    .overlay(p)
+                    .and_then(|o| o.parent())
+                    .map(|a| index(&a.id))
+                {
+                    self.count("leaving", p, parent, &ControlMessage::Leaving);
+                }
+            }
+            Action::MoveChild { child, to } => {
+                let child = index(&child);
+                self.goodbye(p, child, to);
+            }
+            Action::Handover(list) => {
+                let kids: Vec<Peer> = self
+                    .overlay(p)
+                    .map(|o| o.children().map(|(id, _)| index(id)).collect())
+                    .unwrap_or_default();
+                for k in kids {
+                    self.goodbye(p, k, list.clone());
+                }
+            }
+        }
+    }
+
+    /// Time to get a connection from `p` to `to`: none if a probe left one open, else a
+    /// handshake (one RTT).
+    pub(super) fn connect(&mut self, p: Peer, to: Peer, rtt: u64) -> u64 {
+        let now = self.now;
+        let cache = &mut self.probe_conns[p as usize];
+        let hit = cache
+            .iter()
+            .position(|(q, t)| *q == to && now < t + PROBE_CONN_KEEP_US);
+        match hit {
+            Some(i) => {
+                cache.swap_remove(i);
+                0
+            }
+            None => {
+                self.m.control.handshakes += 1;
+                rtt
+            }
+        }
+    }
+
+    pub(super) fn goodbye(
+        &mut self,
+        from: Peer,
+        to: Peer,
+        handover: Vec<crate::proto::tree_msg::Candidate>,
+    ) {
+        let msg = ControlMessage::Goodbye { handover };
+        self.count("goodbye", from, to, &msg);
+        let ControlMessage::Goodbye { handover } = msg else {
+            return;
+        };
+        let t = self.now + self.owd(from, to);
+        self.q.push(t, Event::Goodbye { from, to, handover });
+    }
+}

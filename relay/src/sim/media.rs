@@ -1,0 +1,315 @@
+//! The media plane: segments flow down the simulated tree.
+//!
+//! The origin emits one segment every `seg_us` (5 per second by default). A segment
+//! (its first frame: relays forward frame by frame) reaches each child of a node after the
+//! node's upload has sent that frame to all its children (fair share of its upload rate,
+//! queued behind earlier segments when the upload cannot keep up) plus the link's one-way
+//! delay; a node whose upload queue is more than `max_wait_us` behind drops the segment
+//! for all its children, as the send queue drops stale groups. A node receives segments in order; one that was cut off misses them until it is
+//! attached again, and then, as the real node does, resumes from the last segment it holds:
+//! the new parent sends what it still has in its cache (`cache_groups` groups, i.e. whole
+//! keyframe intervals) as a burst at the child's share of its upload; what fell out of the
+//! cache is lost. A first attach starts at the parent's latest keyframe.
+//!
+//! Each peer plays segment `j` at `first arrival + buffer + (j - first) * seg_us`; the
+//! continuity index counts the segments that arrived by then.
+
+use super::events::Peer;
+use super::metrics::Hist;
+use super::world::Place;
+
+/// Marks "no segment yet".
+const NONE: u32 = u32::MAX;
+
+/// Stream parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct MediaConfig {
+    /// Segment duration, microseconds.
+    pub seg_us: u64,
+    /// Segment size, bits.
+    pub seg_bits: f64,
+    /// Segments per group (keyframe interval).
+    pub group: u32,
+    /// Groups kept in each node's cache.
+    pub cache_groups: u32,
+    /// Playout buffer, microseconds.
+    pub buffer_us: u64,
+    /// Frame duration, microseconds: relays forward frame by frame, so a segment's
+    /// first frame leaves after one frame's share of the segment's sending time.
+    pub frame_us: u64,
+    /// How long a segment may wait in a node's upload queue before the node drops it
+    /// (the send queue drops stale groups after `QueueLimits::max_wait`).
+    pub max_wait_us: u64,
+}
+
+/// What the media plane needs to know of the network.
+pub struct Links<'a> {
+    /// Whether each peer runs.
+    pub alive: &'a [bool],
+    /// Where each peer is.
+    pub place: &'a [Place],
+    /// Upload rate of each peer, bits per second.
+    pub upload: &'a [f64],
+    /// The peers that take each peer as their parent.
+    pub kids: &'a [Vec<Peer>],
+}
+
+impl Links<'_> {
+    fn live_kids(&self, p: Peer) -> usize {
+        self.kids[p as usize]
+            .iter()
+            .filter(|c| self.alive[**c as usize])
+            .count()
+    }
+
+    /// Microseconds to send one segment to each of `p`'s live children.
+    fn send_us(&self, p: Peer, seg_bits: f64) -> u64 {
+        let n = self.live_kids(p).max(1) as f64;
+        (seg_bits * n / self.upload[p as usize].max(1.0) * 1e6) as u64
+    }
+
+    fn owd(&self, a: Peer, b: Peer) -> u64 {
+        self.place[a as usize].owd_us(&self.place[b as usize])
+    }
+}
+
+/// Per-peer media state and the measures taken from it.
+pub struct Media {
+    cfg: MediaConfig,
+    next_seg: Vec<u32>,
+    first_seg: Vec<u32>,
+    play_start: Vec<u64>,
+    ontime: Vec<u32>,
+    busy: Vec<u64>,
+    /// When each peer received its first segment (`u64::MAX`: never).
+    pub first_at: Vec<u64>,
+    /// When each peer stops playing (`u64::MAX`: unknown in advance; such peers are left
+    /// out of the continuity index).
+    pub end: Vec<u64>,
+    emitted: u32,
+    avail: Vec<u64>,
+    stamp: Vec<u32>,
+    epoch: u32,
+    order: Vec<Peer>,
+    arr: Vec<u64>,
+    /// End-to-end delay of live segments (emission to arrival), milliseconds.
+    pub e2e: Hist,
+    /// Bits the origin has uploaded.
+    pub origin_bits: f64,
+    /// Segments delivered from a cache after a repair or move.
+    pub catchup_segments: u64,
+    /// Segments a node dropped because its upload queue was too far behind.
+    pub dropped: u64,
+}
+
+impl Media {
+    /// Media state for no peers yet.
+    pub fn new(cfg: MediaConfig) -> Self {
+        Media {
+            cfg,
+            next_seg: Vec::new(),
+            first_seg: Vec::new(),
+            play_start: Vec::new(),
+            ontime: Vec::new(),
+            busy: Vec::new(),
+            first_at: Vec::new(),
+            end: Vec::new(),
+            emitted: 0,
+            avail: Vec::new(),
+            stamp: Vec::new(),
+            epoch: 0,
+            order: Vec::new(),
+            arr: Vec::new(),
+            e2e: Hist::new(1.0, 30_000),
+            origin_bits: 0.0,
+            catchup_segments: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Adds a peer that stops playing at `end`.
+    pub fn add_peer(&mut self, end: u64) {
+        self.next_seg.push(0);
+        self.first_seg.push(NONE);
+        self.play_start.push(0);
+        self.ontime.push(0);
+        self.busy.push(0);
+        self.first_at.push(u64::MAX);
+        self.end.push(end);
+        self.avail.push(0);
+        self.stamp.push(0);
+    }
+
+    /// Segments emitted so far.
+    pub fn emitted(&self) -> u32 {
+        self.emitted
+    }
+
+    /// Records the arrival of segment `j` at `n`; false if `n` already had it.
+    fn receive(&mut self, n: usize, j: u32, at: u64) -> bool {
+        if self.first_seg[n] != NONE && j < self.next_seg[n] {
+            return false;
+        }
+        if self.first_seg[n] == NONE {
+            self.first_seg[n] = j;
+            self.first_at[n] = at;
+            self.play_start[n] = at + self.cfg.buffer_us;
+        }
+        let deadline = self.play_start[n] + u64::from(j - self.first_seg[n]) * self.cfg.seg_us;
+        if at <= deadline && deadline <= self.end[n] {
+            self.ontime[n] += 1;
+        }
+        self.next_seg[n] = j + 1;
+        true
+    }
+
+    fn lacks(&self, n: usize, j: u32) -> bool {
+        self.first_seg[n] == NONE || j >= self.next_seg[n]
+    }
+
+    fn next_epoch(&mut self) -> u32 {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.epoch = 1;
+        }
+        self.epoch
+    }
+
+    /// The origin (peer 0) emits segment `k` at `t`; it flows down the current tree.
+    pub fn segment(&mut self, k: u32, t: u64, links: &Links) {
+        self.emitted = k + 1;
+        self.receive(0, k, t);
+        self.avail[0] = t;
+        let epoch = self.next_epoch();
+        self.order.clear();
+        self.order.push(0);
+        self.stamp[0] = epoch;
+        let mut i = 0;
+        while i < self.order.len() {
+            let p = self.order[i];
+            i += 1;
+            let kids = &links.kids[p as usize];
+            if kids.is_empty() {
+                continue;
+            }
+            // The upload is busy for the whole segment; the first frame goes out after
+            // its own share (cut-through at frame granularity).
+            let start = self.avail[p as usize].max(self.busy[p as usize]);
+            if start > self.avail[p as usize] + self.cfg.max_wait_us {
+                // Too far behind: the queue drops it; nobody below gets it.
+                self.dropped += 1;
+                continue;
+            }
+            let send = links.send_us(p, self.cfg.seg_bits);
+            self.busy[p as usize] = start + send;
+            let finish = start + send * self.cfg.frame_us / self.cfg.seg_us.max(1);
+            if p == 0 {
+                self.origin_bits += self.cfg.seg_bits * links.live_kids(0) as f64;
+            }
+            for &c in kids {
+                let cu = c as usize;
+                if !links.alive[cu] || self.stamp[cu] == epoch {
+                    continue;
+                }
+                self.stamp[cu] = epoch;
+                if self.lacks(cu, k) {
+                    let at = finish + links.owd(p, c);
+                    if self.receive(cu, k, at) {
+                        self.e2e.add((at - t) as f64 / 1000.0);
+                    }
+                    self.avail[cu] = at;
+                } else {
+                    self.avail[cu] = t;
+                }
+                self.order.push(c);
+            }
+        }
+    }
+
+    fn group_start(&self, j: u32) -> u32 {
+        j - j % self.cfg.group
+    }
+
+    /// `c` has just attached to `p` at `now`: `p` sends what `c` lacks from its cache,
+    /// and `c` forwards it down its own subtree.
+    pub fn attached(&mut self, c: Peer, p: Peer, now: u64, links: &Links) {
+        let (cu, pu) = (c as usize, p as usize);
+        if !links.alive[pu] || self.first_seg[pu] == NONE || self.next_seg[pu] == 0 {
+            return;
+        }
+        let top = self.next_seg[pu];
+        let latest_key = self.group_start(top - 1);
+        let cache_start = latest_key
+            .saturating_sub((self.cfg.cache_groups.max(1) - 1) * self.cfg.group)
+            .max(self.first_seg[pu]);
+        let from = if self.first_seg[cu] == NONE {
+            latest_key.max(self.first_seg[pu])
+        } else {
+            self.next_seg[cu].max(cache_start)
+        };
+        if from >= top {
+            return;
+        }
+        let m = (top - from) as usize;
+        let share = links.upload[pu].max(1.0) / links.live_kids(p).max(1) as f64;
+        let per = (self.cfg.seg_bits / share * 1e6) as u64;
+        if p == 0 {
+            self.origin_bits += self.cfg.seg_bits * m as f64;
+        }
+        let epoch = self.next_epoch();
+        self.order.clear();
+        self.arr.clear();
+        self.order.push(c);
+        self.stamp[cu] = epoch;
+        for i in 0..m {
+            let at = now + (i as u64 + 1) * per;
+            self.arr.push(at);
+            if self.receive(cu, from + i as u32, at) {
+                self.catchup_segments += 1;
+            }
+        }
+        let mut qi = 0;
+        while qi < self.order.len() {
+            let q = self.order[qi];
+            let per_q = links.send_us(q, self.cfg.seg_bits);
+            for ci in 0..links.kids[q as usize].len() {
+                let d = links.kids[q as usize][ci];
+                let du = d as usize;
+                if !links.alive[du] || self.stamp[du] == epoch || !self.lacks(du, top - 1) {
+                    continue;
+                }
+                self.stamp[du] = epoch;
+                let owd = links.owd(q, d);
+                let base = qi * m;
+                let mut prev = 0u64;
+                for i in 0..m {
+                    let at = (self.arr[base + i] + per_q + owd).max(prev + per_q);
+                    prev = at;
+                    self.arr.push(at);
+                    if self.receive(du, from + i as u32, at) {
+                        self.catchup_segments += 1;
+                    }
+                }
+                self.order.push(d);
+            }
+            qi += 1;
+        }
+    }
+
+    /// Segments `n` played on time and segments it should have played, up to `until`
+    /// (None: it never started, or its end was not known in advance).
+    pub fn continuity(&self, n: usize, until: u64) -> Option<(u64, u64)> {
+        if self.first_seg[n] == NONE || self.end[n] == u64::MAX {
+            return None;
+        }
+        let end = self.end[n].min(until);
+        if end < self.play_start[n] {
+            return Some((0, 0));
+        }
+        let by_time = (end - self.play_start[n]) / self.cfg.seg_us + 1;
+        let by_emit = u64::from(self.emitted.saturating_sub(self.first_seg[n]));
+        let expected = by_time.min(by_emit);
+        Some((u64::from(self.ontime[n]).min(expected), expected))
+    }
+}
