@@ -123,7 +123,8 @@ impl Net {
         match action {
             Action::Probe(to) => {
                 let result = if self.alive.contains(&to.id) {
-                    let (rooted, depth, free, _, candidates) = self.nodes[&to.id].probe_reply();
+                    let (rooted, depth, free, _, candidates) =
+                        self.nodes[&to.id].probe_reply(&from);
                     let movable = self.nodes[&to.id].movable();
                     Some((
                         self.rtt(from, to.id),

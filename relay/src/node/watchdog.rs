@@ -23,8 +23,11 @@ pub(crate) async fn silent_for(conn: &quinn::Connection, limit: Duration, every:
     let mut seen = conn.stats().udp_rx.datagrams;
     let mut last_change = Instant::now();
     let mut last_tick = last_change;
-    // The longest pause between arrivals lately; it decays by half every 5 s.
-    let mut longest = Duration::ZERO;
+    // The longest pause between arrivals lately; it decays by half every 5 s. A new
+    // session starts as if it had seen a pause of `limit`: a parent that has just taken
+    // us on is busy (handshake, catalog, the cached groups) and gets 3x the limit at
+    // first, the plain limit after about ten seconds.
+    let mut longest = limit;
     let mut decay_at = last_change + DECAY;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -13,11 +13,16 @@ impl Overlay {
         self.children.values().filter(|c| c.capacity == 0).count() as u32
     }
 
-    /// The answer to someone's probe.
-    pub fn probe_reply(&self) -> (bool, u32, u32, u32, Vec<Candidate>) {
+    /// The answer to `asker`'s probe.
+    ///
+    /// Equally good rooms are listed in an order of the asker's own (a hash of both ids):
+    /// joiners who all ask the same node then spread over its free slots instead of all
+    /// racing for the first one (measured in the simulator: most attach attempts of a
+    /// crowd were refusals before).
+    pub fn probe_reply(&self, asker: &NodeId) -> (bool, u32, u32, u32, Vec<Candidate>) {
         let mut cands: Vec<Candidate> = Vec::new();
         let mut kids: Vec<(&NodeId, &Child)> = self.children.iter().collect();
-        kids.sort_by_key(|(id, c)| (std::cmp::Reverse(c.free), **id));
+        kids.sort_by_key(|(id, c)| (c.free == 0, spread(asker, id)));
         let child_depth = self.depth().map_or(u32::MAX, |d| d + 1);
         for (_, c) in &kids {
             if c.free > 0 {
@@ -34,7 +39,7 @@ impl Overlay {
             .filter(|(_, c)| c.free == 0)
             .flat_map(|(_, c)| c.rooms.iter())
             .collect();
-        rooms.sort_by_key(|r| (r.depth, std::cmp::Reverse(r.free), r.addr.id));
+        rooms.sort_by_key(|r| (r.depth, spread(asker, &r.addr.id)));
         cands.extend(rooms.into_iter().cloned());
         // And the full children themselves: probing one lists its own children.
         for (_, c) in &kids {
@@ -189,4 +194,14 @@ impl Overlay {
             }
         }
     }
+}
+
+/// An order over candidates that differs from one asker to the next (FNV-1a of both ids).
+fn spread(asker: &NodeId, id: &NodeId) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in asker.as_bytes().iter().chain(id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }

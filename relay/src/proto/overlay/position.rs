@@ -54,7 +54,7 @@ impl Overlay {
     }
 
     pub(super) fn redirect_list(&self, asker: &NodeId) -> Vec<Candidate> {
-        let (_, _, _, _, mut cands) = self.probe_reply();
+        let (_, _, _, _, mut cands) = self.probe_reply(asker);
         cands.retain(|c| c.addr.id != *asker);
         cands
     }

@@ -56,7 +56,7 @@ impl Sim {
                     );
                     return;
                 };
-                let (rooted, depth, free, capacity, candidates) = o.probe_reply();
+                let (rooted, depth, free, capacity, candidates) = o.probe_reply(&node_id(from));
                 let movable = o.movable();
                 let msg = ControlMessage::ProbeReply {
                     rooted,
