@@ -143,7 +143,7 @@ impl Trust {
         let token = JoinToken::decode(token.clone())?;
         match &*read(&self.verifier) {
             Some(v) => token.verify(v, unix_now()),
-            None => Err(TokenError::Malformed("stream not known yet")),
+            None => Err(TokenError::StreamUnknown),
         }
     }
 

@@ -38,6 +38,9 @@ pub enum TokenError {
         "this stream is private: a join token is required (ask the publisher for one: `treecast token`)"
     )]
     Missing,
+    /// The node asked has not learnt the stream yet (it is still joining).
+    #[error("this node does not know the stream yet (it is still joining): try another node")]
+    StreamUnknown,
     /// The bytes are not a token.
     #[error("malformed token: {0}")]
     Malformed(&'static str),
