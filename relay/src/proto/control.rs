@@ -433,7 +433,8 @@ fn get_token(body: &mut Bytes) -> Result<Option<Bytes>, DecodeError> {
     Ok((len > 0).then(|| body.split_to(len as usize)))
 }
 
-fn truncate_utf8(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

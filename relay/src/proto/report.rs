@@ -20,6 +20,7 @@
 //! The first node's parent index is 0; every other node's is smaller than its own index,
 //! so a report is always a tree.
 
+use super::control::truncate_utf8;
 use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -158,7 +159,7 @@ impl SubtreeReport {
             let mut n = report.nodes[i].clone();
             n.parent = parent;
             if i == 0 {
-                n.host = truncate(host, MAX_REPORT_HOST).to_string();
+                n.host = truncate_utf8(host, MAX_REPORT_HOST).to_string();
             }
             let at = nodes.len();
             nodes.push(n);
@@ -174,7 +175,7 @@ impl SubtreeReport {
         for (i, n) in nodes.iter().enumerate() {
             put_id(b, &n.id);
             varint::put(b, if i == 0 { 0 } else { n.parent.min(i - 1) } as u64);
-            let host = truncate(&n.host, MAX_REPORT_HOST);
+            let host = truncate_utf8(&n.host, MAX_REPORT_HOST);
             varint::put(b, host.len() as u64);
             b.put_slice(host.as_bytes());
             for v in [
@@ -256,17 +257,6 @@ impl SubtreeReport {
         }
         Ok(SubtreeReport { nodes })
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! credential = text [ "." base64url(content key) ]      (the key part never leaves the node)
 //! ```
 
+use crate::proto::control::truncate_utf8;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use data_encoding::BASE64URL_NOPAD;
 use thiserror::Error;
@@ -86,18 +87,10 @@ impl TokenClaims {
         out.put_u8(if self.relay_only { FLAG_RELAY_ONLY } else { 0 });
         out.put_u64(self.not_before);
         out.put_u64(self.expires);
-        let subject = truncate(&self.subject, MAX_SUBJECT);
+        let subject = truncate_utf8(&self.subject, MAX_SUBJECT);
         out.put_u8(subject.len() as u8);
         out.put_slice(subject.as_bytes());
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A signed token, as presented to nodes.
@@ -111,7 +104,7 @@ pub struct JoinToken {
 impl JoinToken {
     /// Issues a token: the publisher signs `claims`.
     pub fn issue(key: &PublisherKey, mut claims: TokenClaims) -> JoinToken {
-        claims.subject = truncate(&claims.subject, MAX_SUBJECT).to_string();
+        claims.subject = truncate_utf8(&claims.subject, MAX_SUBJECT).to_string();
         let mut b = BytesMut::new();
         claims.encode(&mut b);
         let mut msg = DOMAIN.to_vec();
