@@ -173,3 +173,44 @@ async fn a_full_parent_refuses_with_a_clear_reason_and_keeps_its_child() {
     first.shutdown().await;
     origin.shutdown().await;
 }
+
+/// The opt-in silence watchdog notices a crashed parent long before the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_silence_watchdog_notices_a_crashed_parent_before_the_idle_timeout() {
+    init_tracing();
+    let (origin, publisher) = origin().await;
+    // QUIC takes the shorter idle timeout of the two ends: make both long.
+    let mut rcfg = config(Some(origin.addr()));
+    rcfg.idle_timeout = Duration::from_secs(20);
+    let relay = Node::start(rcfg).await.expect("relay starts");
+    let mut cfg = config(Some(relay.addr()));
+    cfg.idle_timeout = Duration::from_secs(20);
+    cfg.parent_silence = Some(Duration::from_millis(300));
+    let viewer = Node::start(cfg).await.expect("viewer starts");
+    let sub = viewer.subscribe_local();
+    let mut src = Source::new(SyntheticSpec::default());
+    let pump = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            publisher.send(src.next_frame());
+        }
+    });
+    take(&sub, 5).await;
+    let mut events = viewer.events();
+    relay.crash();
+    // Only the watchdog can end the session within WAIT: the idle timeout is 20 s.
+    let e = wait_event(&mut events, "the parent lost to silence", |e| {
+        matches!(e, NodeEvent::ParentLost { .. })
+    })
+    .await;
+    let NodeEvent::ParentLost { reason, .. } = e else {
+        unreachable!()
+    };
+    assert!(reason.contains("silent for 300 ms"), "{reason}");
+    pump.abort();
+    for n in [viewer, origin] {
+        n.stop_now().await;
+    }
+    relay.stop_now().await;
+}

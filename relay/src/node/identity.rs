@@ -99,21 +99,8 @@ impl Identity {
             path: path.to_path_buf(),
             cause,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let kp = self.key_pair()?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        use std::io::Write;
-        let mut f = opts.open(path).map_err(io)?;
-        f.write_all(kp.serialize_pem().as_bytes()).map_err(io)?;
-        Ok(())
+        super::secret_file::write(path, kp.serialize_pem().as_bytes(), false).map_err(io)
     }
 
     fn key_pair(&self) -> Result<rcgen::KeyPair, IdentityError> {

@@ -42,6 +42,7 @@ mod observe;
 mod probe;
 pub mod publisher_key;
 mod query;
+mod secret_file;
 mod throttle;
 pub mod tls;
 mod trust;

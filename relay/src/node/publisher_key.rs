@@ -63,22 +63,7 @@ impl PublisherKeyFile {
         }
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
             .map_err(|e| KeyFileError::Generate(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("key.tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        use std::io::Write;
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(kp.serialize_pem().as_bytes()).map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
+        super::secret_file::write(path, kp.serialize_pem().as_bytes(), force).map_err(io)?;
         Self::load(path)
     }
 
@@ -157,6 +142,12 @@ mod tests {
         let path = dir.path().join("sub/publisher.key");
         let (a, created) = PublisherKeyFile::load_or_create(&path).unwrap();
         assert!(created);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         let (b, created) = PublisherKeyFile::load_or_create(&path).unwrap();
         assert!(!created);
         assert_eq!(a.key.public(), b.key.public());
@@ -168,6 +159,10 @@ mod tests {
         ));
         let c = PublisherKeyFile::create(&path, true).unwrap();
         assert_ne!(c.key.public(), a.key.public());
+        assert_eq!(
+            PublisherKeyFile::load(&path).unwrap().key.public(),
+            c.key.public()
+        );
         std::fs::write(&path, "junk").unwrap();
         assert!(matches!(
             PublisherKeyFile::load(&path),
