@@ -398,7 +398,7 @@ fn a_node_full_of_stale_measurements_still_discovers_room() {
         raw[..4].copy_from_slice(&i.to_be_bytes());
         PeerAddr {
             id: NodeId::from_bytes(raw),
-            host: format!("10.0.{}.{}:4433", i >> 8, i & 0xff),
+            host: format!("10.0.{}.{}:4433", i >> 8, i & 0xff).into(),
         }
     };
     let me = addr(1_000_000);

@@ -324,7 +324,7 @@ impl Node {
     pub fn addr_with_host(&self, host: &str) -> PeerAddr {
         PeerAddr {
             id: self.id(),
-            host: format!("{host}:{}", self.local_addr.port()),
+            host: format!("{host}:{}", self.local_addr.port()).into(),
         }
     }
 

@@ -99,7 +99,7 @@ pub(crate) fn subtree_report(shared: &Shared, limit: usize) -> SubtreeReport {
         capacity: shared.config.max_children as u32,
         totals: Totals::default(),
     };
-    let children: Vec<(String, SubtreeReport)> = {
+    let children: Vec<(std::sync::Arc<str>, SubtreeReport)> = {
         let reports = lock(&shared.child_reports);
         kids.into_iter()
             .map(|(id, host)| {

@@ -6,6 +6,7 @@
 use core::net::SocketAddr;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -16,8 +17,9 @@ use super::id::NodeId;
 pub struct PeerAddr {
     /// The identity the peer must prove.
     pub id: NodeId,
-    /// `host:port` (a name is resolved at connect time).
-    pub host: String,
+    /// `host:port` (a name is resolved at connect time). Shared: addresses are copied
+    /// into many candidate lists, and a copy must not cost an allocation.
+    pub host: Arc<str>,
 }
 
 /// Why an address string is not valid.
@@ -46,7 +48,7 @@ impl PeerAddr {
     pub fn new(id: NodeId, addr: SocketAddr) -> Self {
         PeerAddr {
             id,
-            host: addr.to_string(),
+            host: addr.to_string().into(),
         }
     }
 }
@@ -78,7 +80,7 @@ impl FromStr for PeerAddr {
         }
         Ok(PeerAddr {
             id,
-            host: host.to_string(),
+            host: host.into(),
         })
     }
 }
@@ -93,12 +95,12 @@ mod tests {
         let s = format!("{id}@127.0.0.1:4433");
         let a: PeerAddr = s.parse().unwrap();
         assert_eq!(a.id, id);
-        assert_eq!(a.host, "127.0.0.1:4433");
+        assert_eq!(&*a.host, "127.0.0.1:4433");
         assert_eq!(a.to_string(), s);
         let b: PeerAddr = format!("treecast://{id}@[::1]:9/").parse().unwrap();
-        assert_eq!(b.host, "[::1]:9");
+        assert_eq!(&*b.host, "[::1]:9");
         let c: PeerAddr = format!("{id}@localhost:5000").parse().unwrap();
-        assert_eq!(c.host, "localhost:5000");
+        assert_eq!(&*c.host, "localhost:5000");
     }
 
     #[test]

@@ -120,7 +120,11 @@ impl SubtreeReport {
     /// Builds a node's report from its own entry (`me`: parent index and totals are
     /// filled in here) and its children's reports, each with the child's host as this
     /// node sees it. Keeps at most `limit` nodes (at least one), breadth-first.
-    pub fn build(mut me: ReportNode, children: &[(String, SubtreeReport)], limit: usize) -> Self {
+    pub fn build<H: AsRef<str>>(
+        mut me: ReportNode,
+        children: &[(H, SubtreeReport)],
+        limit: usize,
+    ) -> Self {
         let limit = limit.clamp(1, MAX_REPORT_NODES);
         let mut totals = Totals {
             count: 1,
@@ -159,7 +163,7 @@ impl SubtreeReport {
             let mut n = report.nodes[i].clone();
             n.parent = parent;
             if i == 0 {
-                n.host = truncate_utf8(host, MAX_REPORT_HOST).to_string();
+                n.host = truncate_utf8(host.as_ref(), MAX_REPORT_HOST).to_string();
             }
             let at = nodes.len();
             nodes.push(n);

@@ -62,7 +62,7 @@ impl Net {
             id,
             PeerAddr {
                 id,
-                host: format!("10.0.0.{}:4433", self.next),
+                host: format!("10.0.0.{}:4433", self.next).into(),
             },
         );
         self.pos.insert(id, at);

@@ -17,7 +17,7 @@ fn arb_candidate() -> impl Strategy<Value = Candidate> {
         .prop_map(|(id, host, port, depth, free)| Candidate {
             addr: PeerAddr {
                 id: NodeId::from_bytes(id),
-                host: format!("{host}:{port}"),
+                host: format!("{host}:{port}").into(),
             },
             depth,
             free,

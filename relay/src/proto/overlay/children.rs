@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::{Action, Child, Overlay, OverlayEvent, Phase, Refusal, Refused};
 use crate::proto::addr::PeerAddr;
-use crate::proto::id::NodeId;
+use crate::proto::id::{NodeId, pair_order};
 use crate::proto::tree_msg::{Candidate, TreeInfo};
 
 impl Overlay {
@@ -22,7 +22,7 @@ impl Overlay {
     pub fn probe_reply(&self, asker: &NodeId) -> (bool, u32, u32, u32, Vec<Candidate>) {
         let mut cands: Vec<Candidate> = Vec::new();
         let mut kids: Vec<(&NodeId, &Child)> = self.children.iter().collect();
-        kids.sort_by_key(|(id, c)| (c.free == 0, spread(asker, id)));
+        kids.sort_by_cached_key(|(id, c)| (c.free == 0, pair_order(asker, id)));
         let child_depth = self.depth().map_or(u32::MAX, |d| d + 1);
         for (_, c) in &kids {
             if c.free > 0 {
@@ -39,7 +39,7 @@ impl Overlay {
             .filter(|(_, c)| c.free == 0)
             .flat_map(|(_, c)| c.rooms.iter())
             .collect();
-        rooms.sort_by_key(|r| (r.depth, spread(asker, &r.addr.id)));
+        rooms.sort_by_cached_key(|r| (r.depth, pair_order(asker, &r.addr.id)));
         cands.extend(rooms.into_iter().cloned());
         // And the full children themselves: probing one lists its own children.
         for (_, c) in &kids {
@@ -61,7 +61,9 @@ impl Overlay {
                 }
             }
         }
-        cands.extend(self.known.share(8, &exclude));
+        if cands.len() < crate::proto::tree_msg::MAX_CANDIDATES {
+            cands.extend(self.known.share(8, &exclude));
+        }
         cands.truncate(crate::proto::tree_msg::MAX_CANDIDATES);
         (
             self.is_rooted(),
@@ -194,14 +196,4 @@ impl Overlay {
             }
         }
     }
-}
-
-/// An order over candidates that differs from one asker to the next (FNV-1a of both ids).
-fn spread(asker: &NodeId, id: &NodeId) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in asker.as_bytes().iter().chain(id.as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }

@@ -1,13 +1,13 @@
 //! What a node knows about possible parents, and how it picks one.
 //!
-//! Bounded: at most `max` entries; the stalest unprobed ones go first, but a quarter of
-//! the room is kept for unprobed candidates (see `make_room`).
+//! Bounded: at most `max + max / 4` entries, cut back to `max` in batches; the stalest
+//! unprobed ones go first, but a quarter of the room is kept for unprobed candidates
+//! (see `make_room`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::proto::addr::PeerAddr;
-use crate::proto::id::NodeId;
+use crate::proto::id::{IdMap, NodeId, pair_order};
 use crate::proto::tree_msg::Candidate;
 
 /// One possible parent.
@@ -30,9 +30,9 @@ pub(crate) struct Known {
 pub(crate) struct KnownSet {
     me: NodeId,
     max: usize,
-    map: HashMap<NodeId, Known>,
+    map: IdMap<Known>,
     /// Nodes caught misbehaving (e.g. forging media): never used before the instant.
-    banned: HashMap<NodeId, Instant>,
+    banned: IdMap<Instant>,
 }
 
 /// Most nodes remembered as banned (the oldest ban goes first).
@@ -43,8 +43,8 @@ impl KnownSet {
         KnownSet {
             me,
             max: max.max(4),
-            map: HashMap::new(),
-            banned: HashMap::new(),
+            map: IdMap::default(),
+            banned: IdMap::default(),
         }
     }
 
@@ -160,8 +160,8 @@ impl KnownSet {
                 k.rtt.is_some() && self.usable(k, now) && !exclude.contains(&k.cand.addr.id)
             })
             .collect();
-        v.sort_by_key(|k| (k.rtt, k.cand.addr.id));
-        v.into_iter().take(n).map(|k| k.cand.addr.clone()).collect()
+        smallest(&mut v, n, |k| (k.rtt, k.cand.addr.id));
+        v.into_iter().map(|k| k.cand.addr.clone()).collect()
     }
 
     fn usable(&self, k: &Known, now: Instant) -> bool {
@@ -177,8 +177,10 @@ impl KnownSet {
                 k.rtt.is_none() && self.usable(k, now) && !exclude.contains(&k.cand.addr.id)
             })
             .collect();
-        v.sort_by_key(|k| (k.cand.free == 0, k.cand.depth, k.cand.addr.id));
-        v.into_iter().take(n).map(|k| k.cand.addr.clone()).collect()
+        smallest(&mut v, n, |k| {
+            (k.cand.free == 0, k.cand.depth, k.cand.addr.id)
+        });
+        v.into_iter().map(|k| k.cand.addr.clone()).collect()
     }
 
     /// The best measured parent with room: the nearest, preferring shallower ones among
@@ -202,17 +204,7 @@ impl KnownSet {
         eligible
             .into_iter()
             .filter(|k| k.rtt.is_some_and(|r| r <= limit))
-            .min_by_key(|k| (k.cand.depth, self.tiebreak(&k.cand.addr.id)))
-    }
-
-    /// A per-node order over candidates (FNV-1a of both ids).
-    fn tiebreak(&self, other: &NodeId) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.me.as_bytes().iter().chain(other.as_bytes()) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+            .min_by_key(|k| (k.cand.depth, pair_order(&self.me, &k.cand.addr.id)))
     }
 
     /// Measured, rooted candidates with room that are not avoided or excluded (and, with
@@ -290,34 +282,56 @@ impl KnownSet {
 
     /// Up to `n` candidates to tell others about (room first, shallower first).
     pub fn share(&self, n: usize, exclude: &[NodeId]) -> Vec<Candidate> {
-        let mut v: Vec<&Known> = self
-            .map
-            .values()
-            .filter(|k| k.rooted && !exclude.contains(&k.cand.addr.id))
-            .collect();
-        v.sort_by_key(|k| (k.cand.free == 0, k.cand.depth, k.cand.addr.id));
-        v.into_iter().take(n).map(|k| k.cand.clone()).collect()
+        // The best n + |exclude| first, then the exclusions: checking every entry against
+        // the list cost a fifth of a large simulation.
+        let mut v: Vec<&Known> = self.map.values().filter(|k| k.rooted).collect();
+        smallest(&mut v, n + exclude.len(), |k| {
+            (k.cand.free == 0, k.cand.depth, k.cand.addr.id)
+        });
+        v.into_iter()
+            .filter(|k| !exclude.contains(&k.cand.addr.id))
+            .take(n)
+            .map(|k| k.cand.clone())
+            .collect()
     }
 
-    /// Evicts until there is room for one more: the stalest unprobed entry, unless
-    /// fewer than a quarter of the entries are unprobed; then the measurement that is
-    /// least use (no room, measured longest ago) goes instead. Without that floor a node
-    /// in a large tree fills up with old measurements of full parents, every newly heard
-    /// candidate evicts the previous one, and a repair can starve for lack of candidates.
+    /// Makes room for one more entry. Evicting is done in batches: the set may grow to
+    /// `max + max / 4` entries, and is then cut back to `max - 1` in one pass (a scan per
+    /// newly heard candidate was a fifth of a large simulation's time).
+    ///
+    /// Victims, in order: the stalest unprobed entries while more than a quarter of the
+    /// `max` entries are unprobed, then the measurements that are least use (no room,
+    /// measured longest ago). Without that floor a node in a large tree fills up with old
+    /// measurements of full parents, every newly heard candidate evicts the previous one,
+    /// and a repair can starve for lack of candidates.
     fn make_room(&mut self) {
-        while self.map.len() >= self.max {
-            let unprobed = self.map.values().filter(|k| k.rtt.is_none()).count();
-            let victim = if unprobed > self.max / 4 {
-                self.map
-                    .values()
-                    .filter(|k| k.rtt.is_none())
-                    .min_by_key(|k| (k.seen, k.cand.addr.id))
+        if self.map.len() < self.max + self.max / 4 {
+            return;
+        }
+        let mut unprobed: Vec<(Instant, NodeId)> = Vec::new();
+        let mut probed: Vec<(bool, Option<Instant>, NodeId)> = Vec::new();
+        for k in self.map.values() {
+            if k.rtt.is_none() {
+                unprobed.push((k.seen, k.cand.addr.id));
             } else {
-                self.map
-                    .values()
-                    .min_by_key(|k| (k.rtt.is_none(), k.cand.free > 0, k.measured, k.cand.addr.id))
+                probed.push((k.cand.free > 0, k.measured, k.cand.addr.id));
             }
-            .map(|k| k.cand.addr.id);
+        }
+        unprobed.sort_unstable();
+        probed.sort_unstable();
+        let (mut u, mut p) = (unprobed.into_iter(), probed.into_iter());
+        let mut left_unprobed = u.len();
+        let evict = self.map.len() + 1 - self.max;
+        for _ in 0..evict {
+            let victim = if left_unprobed > self.max / 4 {
+                left_unprobed -= 1;
+                u.next().map(|(_, id)| id)
+            } else {
+                p.next().map(|(_, _, id)| id).or_else(|| {
+                    left_unprobed = left_unprobed.saturating_sub(1);
+                    u.next().map(|(_, id)| id)
+                })
+            };
             match victim {
                 Some(id) => {
                     self.map.remove(&id);
@@ -325,5 +339,67 @@ impl KnownSet {
                 None => return,
             }
         }
+    }
+}
+
+/// Keeps the `n` smallest of `v` by `key`, in order (keys are unique: they end in the id).
+fn smallest<T, K: Ord>(v: &mut Vec<T>, n: usize, key: impl Fn(&T) -> K) {
+    if v.len() > n {
+        if n == 0 {
+            v.clear();
+            return;
+        }
+        v.select_nth_unstable_by_key(n - 1, &key);
+        v.truncate(n);
+    }
+    v.sort_unstable_by_key(key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(b: u8, free: u32) -> Candidate {
+        Candidate {
+            addr: PeerAddr {
+                id: NodeId::from_bytes([b; 32]),
+                host: "10.0.0.1:4433".into(),
+            },
+            depth: 1,
+            free,
+        }
+    }
+
+    #[test]
+    fn stays_bounded_and_keeps_the_useful_measurements() {
+        let t0 = Instant::now();
+        let mut k = KnownSet::new(NodeId::from_bytes([0; 32]), 8);
+        // Two measured parents with room, then many heard-of ones.
+        for b in [1, 2] {
+            let c = cand(b, 1);
+            k.probed(t0, &c.addr, Duration::from_millis(5), true, 1, 1);
+        }
+        for b in 10..200u8 {
+            k.hear(t0 + Duration::from_millis(u64::from(b)), &cand(b, 1));
+            assert!(k.map.len() <= 8 + 8 / 4, "{} entries", k.map.len());
+        }
+        for b in [1, 2] {
+            assert!(k.get(&NodeId::from_bytes([b; 32])).is_some(), "{b} evicted");
+        }
+        // The freshest heard-of candidate is kept, the stalest are gone.
+        assert!(k.get(&NodeId::from_bytes([199; 32])).is_some());
+        assert!(k.get(&NodeId::from_bytes([10; 32])).is_none());
+    }
+
+    #[test]
+    fn smallest_keeps_the_n_smallest_in_order() {
+        let mut v = vec![5, 1, 9, 3, 7];
+        smallest(&mut v, 3, |x| *x);
+        assert_eq!(v, [1, 3, 5]);
+        let mut w = vec![2, 1];
+        smallest(&mut w, 5, |x| *x);
+        assert_eq!(w, [1, 2]);
+        smallest(&mut w, 0, |x| *x);
+        assert!(w.is_empty());
     }
 }

@@ -34,13 +34,13 @@ mod types;
 
 pub use types::{Action, OverlayConfig, OverlayEvent, ProbeInfo, Refusal, Refused};
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use known::KnownSet;
 
 use super::addr::PeerAddr;
-use super::id::NodeId;
+use super::id::{IdSet, NodeId};
 use super::tree_msg::{Candidate, TreeInfo};
 
 #[derive(Clone, Debug)]
@@ -103,7 +103,7 @@ pub struct Overlay {
     children: BTreeMap<NodeId, Child>,
     known: KnownSet,
     bootstrap: Vec<PeerAddr>,
-    probed_this_join: HashSet<NodeId>,
+    probed_this_join: IdSet,
     improving: Option<(Vec<NodeId>, Instant)>,
     /// While repairing: only parents measured since then are chosen.
     fresh_after: Option<Instant>,
@@ -131,7 +131,7 @@ impl Overlay {
             parent: None,
             children: BTreeMap::new(),
             bootstrap: Vec::new(),
-            probed_this_join: HashSet::new(),
+            probed_this_join: IdSet::default(),
             improving: None,
             fresh_after: None,
             repair_backups: Vec::new(),

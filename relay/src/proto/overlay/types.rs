@@ -38,7 +38,7 @@ pub struct OverlayConfig {
     pub improve_interval: Duration,
     /// Free slots kept for joiners that forward (capacity > 0).
     pub reserve: u32,
-    /// Possible parents remembered.
+    /// Possible parents remembered (up to a quarter more between batched evictions).
     pub max_known: usize,
     /// How long a refusing or failing node is avoided.
     pub avoid_for: Duration,

@@ -273,7 +273,8 @@ impl Sim {
                 (ip >> 16) & 0xff,
                 (ip >> 8) & 0xff,
                 ip & 0xff
-            ),
+            )
+            .into(),
         });
         self.place.push(place);
         self.upload.push(up.upload_bps);
