@@ -495,3 +495,61 @@ fn a_node_full_of_stale_measurements_still_discovers_room() {
     );
     assert_eq!(x.parent().map(|p| p.id), Some(room.id));
 }
+
+/// A joiner refused by a full parent measures the parents the refusal names before it
+/// attaches again, and then takes the nearest of them, not the first named.
+#[test]
+fn a_refused_joiner_measures_the_redirects_and_takes_the_nearest() {
+    let addr = |b: u8| PeerAddr {
+        id: NodeId::from_bytes([b; 32]),
+        host: format!("10.0.0.{b}:4433").into(),
+    };
+    let (origin, far, near) = (addr(1), addr(2), addr(3));
+    let cfg = OverlayConfig {
+        capacity: 2,
+        ..OverlayConfig::default()
+    };
+    let mut j = Overlay::new(NodeId::from_bytes([9; 32]), cfg, 7);
+    let t0 = Instant::now();
+    j.handle_join(t0, vec![origin.clone()]);
+    assert_eq!(j.poll_action(), Some(Action::Probe(origin.clone())));
+    let info = |depth, free| ProbeInfo {
+        rooted: true,
+        depth,
+        free,
+        movable: 0,
+        candidates: Vec::new(),
+    };
+    let t1 = t0 + Duration::from_millis(20);
+    j.handle_probe_result(t1, &origin, Some((Duration::from_millis(10), info(0, 1))));
+    assert!(matches!(j.poll_action(), Some(Action::Attach { to, .. }) if to == origin));
+    // Someone else took the last slot: the origin refuses and names two parents.
+    let room = |a: &PeerAddr| Candidate {
+        addr: a.clone(),
+        depth: 1,
+        free: 2,
+    };
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![room(&far), room(&near)],
+    };
+    let t2 = t1 + Duration::from_millis(10);
+    j.handle_attach_result(t2, &origin, Err(Some(refused)));
+    let mut probed = HashSet::new();
+    while let Some(a) = j.poll_action() {
+        match a {
+            Action::Probe(p) => {
+                probed.insert(p.id);
+            }
+            other => panic!("expected probes of the redirects, got {other:?}"),
+        }
+    }
+    assert_eq!(probed, HashSet::from([far.id, near.id]));
+    let t3 = t2 + Duration::from_millis(40);
+    j.handle_probe_result(t3, &far, Some((Duration::from_millis(40), info(1, 2))));
+    j.handle_probe_result(t3, &near, Some((Duration::from_millis(5), info(1, 2))));
+    assert!(
+        matches!(j.poll_action(), Some(Action::Attach { to, .. }) if to == near),
+        "the nearest redirect is taken"
+    );
+}
