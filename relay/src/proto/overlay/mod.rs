@@ -324,26 +324,8 @@ impl Overlay {
                     for c in &r.redirect {
                         self.known.hear(now, c);
                     }
-                    // Joining: measure the refuser's redirects with room (fresher than
-                    // what we probed, while others race for the same slots) and choose
-                    // again among everything measured.
-                    if matches!(self.seeking, Seeking::Join(_)) {
-                        let exclude = self.exclude_list();
-                        let fresh: Vec<PeerAddr> = r
-                            .redirect
-                            .iter()
-                            .filter(|c| c.free > 0 && !exclude.contains(&c.addr.id))
-                            .filter(|c| self.known.get(&c.addr.id).is_some_and(|k| k.rtt.is_none()))
-                            .take(self.config.probe_fanout)
-                            .map(|c| c.addr.clone())
-                            .collect();
-                        if !fresh.is_empty() {
-                            let last_round = self.config.probe_rounds.saturating_sub(1);
-                            self.probe(now, last_round, fresh);
-                            return;
-                        }
-                    }
-                    // Repairing, every moment counts: the redirects go first, unmeasured.
+                    // Repairing, every moment counts: the refuser's redirects (parents
+                    // with room near it, fresher than what we probed) go first.
                     if matches!(self.seeking, Seeking::Repair(_)) {
                         let exclude = self.exclude_list();
                         let fresh: Vec<PeerAddr> = r
