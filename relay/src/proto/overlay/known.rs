@@ -317,29 +317,32 @@ impl KnownSet {
                 probed.push((k.cand.free > 0, k.measured, k.cand.addr.id));
             }
         }
-        unprobed.sort_unstable();
-        probed.sort_unstable();
-        let (mut u, mut p) = (unprobed.into_iter(), probed.into_iter());
-        let mut left_unprobed = u.len();
+        // The loop "stalest unprobed while more than the floor are unprobed, then the
+        // least useful measurement, then unprobed again" comes to these counts; the
+        // victims are then the smallest of each list (keys are unique: they end in the id).
         let evict = self.map.len() + 1 - self.max;
-        for _ in 0..evict {
-            let victim = if left_unprobed > self.max / 4 {
-                left_unprobed -= 1;
-                u.next().map(|(_, id)| id)
-            } else {
-                p.next().map(|(_, _, id)| id).or_else(|| {
-                    left_unprobed = left_unprobed.saturating_sub(1);
-                    u.next().map(|(_, id)| id)
-                })
-            };
-            match victim {
-                Some(id) => {
-                    self.map.remove(&id);
-                }
-                None => return,
-            }
+        let floor = self.max / 4;
+        let from_unprobed = unprobed.len().saturating_sub(floor).min(evict);
+        let from_probed = (evict - from_unprobed).min(probed.len());
+        let from_unprobed = (evict - from_probed).min(unprobed.len());
+        for id in smallest_ids(&mut unprobed, from_unprobed, |(_, id)| *id) {
+            self.map.remove(&id);
+        }
+        for id in smallest_ids(&mut probed, from_probed, |(_, _, id)| *id) {
+            self.map.remove(&id);
         }
     }
+}
+
+/// The ids of the `n` smallest entries of `v`, in no particular order.
+fn smallest_ids<T: Ord>(v: &mut [T], n: usize, id: impl Fn(&T) -> NodeId) -> Vec<NodeId> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if n < v.len() {
+        v.select_nth_unstable(n - 1);
+    }
+    v[..n.min(v.len())].iter().map(id).collect()
 }
 
 /// Keeps the `n` smallest of `v` by `key`, in order (keys are unique: they end in the id).
