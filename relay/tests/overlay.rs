@@ -495,3 +495,56 @@ fn a_node_full_of_stale_measurements_still_discovers_room() {
     );
     assert_eq!(x.parent().map(|p| p.id), Some(room.id));
 }
+
+/// A child told to go (its parent gave its slot to a forwarder) whose offered parents
+/// all fail must find another parent: its old parent no longer counts it, so staying
+/// would leave it fed by a parent over its capacity, or not at all. (Found when the
+/// random-scenario test above hit it: the child stayed, its parent did not list it.)
+#[test]
+fn a_child_told_to_go_does_not_stay_when_the_offered_parents_fail() {
+    let addr = |b: u8| PeerAddr {
+        id: NodeId::from_bytes([b; 32]),
+        host: format!("10.0.0.{b}:4433").into(),
+    };
+    let (parent, forwarder) = (addr(1), addr(2));
+    let cfg = OverlayConfig {
+        capacity: 0,
+        ..OverlayConfig::default()
+    };
+    let mut w = Overlay::new(NodeId::from_bytes([9; 32]), cfg, 7);
+    let t0 = Instant::now();
+    w.handle_join(t0, vec![parent.clone()]);
+    assert_eq!(w.poll_action(), Some(Action::Probe(parent.clone())));
+    let info = ProbeInfo {
+        rooted: true,
+        depth: 0,
+        free: 1,
+        movable: 0,
+        candidates: Vec::new(),
+    };
+    w.handle_probe_result(t0, &parent, Some((Duration::from_millis(10), info)));
+    assert!(matches!(w.poll_action(), Some(Action::Attach { to, .. }) if to == parent));
+    let tree = TreeInfo {
+        rooted: true,
+        path: vec![parent.id],
+        backups: Vec::new(),
+    };
+    w.handle_attach_result(t0, &parent, Ok(tree));
+    assert_eq!(w.parent(), Some(&parent));
+    while w.poll_action().is_some() {}
+    // The parent takes a forwarder in our slot and sends us to it; it cannot be reached.
+    let t1 = t0 + Duration::from_secs(1);
+    let to = vec![Candidate {
+        addr: forwarder.clone(),
+        depth: 1,
+        free: 2,
+    }];
+    w.handle_goodbye(t1, &parent.id, to);
+    assert!(matches!(w.poll_action(), Some(Action::Attach { to, .. }) if to == forwarder));
+    w.handle_attach_result(t1, &forwarder, Err(None));
+    let actions: Vec<Action> = std::iter::from_fn(|| w.poll_action()).collect();
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Probe(_))),
+        "it looks for another parent instead of staying: {actions:?}"
+    );
+}

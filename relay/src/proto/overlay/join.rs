@@ -155,6 +155,10 @@ impl Overlay {
                 }
                 self.seeking = Seeking::Repair(now);
             }
+            if self.seeking == Seeking::Handover {
+                // The parent no longer counts us as its child: staying is not an option.
+                self.seeking = Seeking::Repair(now);
+            }
             self.seek_by_probing(now);
             return;
         }
@@ -216,7 +220,7 @@ impl Overlay {
                 parent: new_id,
                 took: now.saturating_duration_since(t),
             }),
-            Seeking::Move | Seeking::None => {
+            Seeking::Move | Seeking::Handover | Seeking::None => {
                 if let Some(from) = old {
                     self.events
                         .push_back(OverlayEvent::Moved { from, to: new_id });

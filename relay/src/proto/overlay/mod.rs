@@ -88,7 +88,11 @@ enum Phase {
 enum Seeking {
     Join(Instant),
     Repair(Instant),
+    /// Moving by choice (improvement): if nothing works out, we stay.
     Move,
+    /// Told to go by the parent (it is leaving, or gave our slot to a forwarder): if the
+    /// parents offered do not work out, we must find another, not stay.
+    Handover,
     None,
 }
 
@@ -403,7 +407,7 @@ impl Overlay {
             queue = self.bootstrap.clone();
         }
         queue.retain(|a| a.id != *from);
-        self.seeking = Seeking::Move;
+        self.seeking = Seeking::Handover;
         // The first entry is the leaver's parent: ask it for the leaver's slot.
         let replaces = handover.first().map(|_| *from);
         self.try_next_replacing(now, queue, replaces);
