@@ -60,7 +60,7 @@ impl Default for OverlayConfig {
             attach_timeout: Duration::from_millis(1500),
             near_tie: 0.2,
             near_tie_abs: Duration::from_millis(2),
-            improve_interval: Duration::from_secs(15),
+            improve_interval: Duration::from_secs(30),
             reserve: 1,
             max_known: 64,
             avoid_for: Duration::from_secs(5),
