@@ -11,3 +11,10 @@ pub mod node;
 pub mod proto;
 pub mod sim;
 pub mod web;
+
+/// A starting instant for the unit tests of the sans-IO core (`proto`), which never reads
+/// a clock itself: its tests pass times in, as its drivers do.
+#[cfg(test)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
