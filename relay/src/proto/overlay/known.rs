@@ -325,24 +325,16 @@ impl KnownSet {
         let from_unprobed = unprobed.len().saturating_sub(floor).min(evict);
         let from_probed = (evict - from_unprobed).min(probed.len());
         let from_unprobed = (evict - from_probed).min(unprobed.len());
-        for id in smallest_ids(&mut unprobed, from_unprobed, |(_, id)| *id) {
+        smallest(&mut unprobed, from_unprobed, |e| *e);
+        smallest(&mut probed, from_probed, |e| *e);
+        for id in unprobed
+            .iter()
+            .map(|e| e.1)
+            .chain(probed.iter().map(|e| e.2))
+        {
             self.map.remove(&id);
         }
-        for id in smallest_ids(&mut probed, from_probed, |(_, _, id)| *id) {
-            self.map.remove(&id);
-        }
     }
-}
-
-/// The ids of the `n` smallest entries of `v`, in no particular order.
-fn smallest_ids<T: Ord>(v: &mut [T], n: usize, id: impl Fn(&T) -> NodeId) -> Vec<NodeId> {
-    if n == 0 {
-        return Vec::new();
-    }
-    if n < v.len() {
-        v.select_nth_unstable(n - 1);
-    }
-    v[..n.min(v.len())].iter().map(id).collect()
 }
 
 /// Keeps the `n` smallest of `v` by `key`, in order (keys are unique: they end in the id).
