@@ -6,7 +6,7 @@
 //! 30 fps stream runs. **Join time** is from the start of `Node::start` to the first frame
 //! at the node's local subscriber. Then 10% of the non-origin nodes crash at once (their
 //! sockets go silent); **repair time** is from the crash to the first frame an orphan
-//! receives after it re-attached (it includes the ~0.45 s it takes to notice the crash).
+//! receives after it re-attached (it includes the ~0.3-0.4 s it takes to notice the crash).
 //!
 //! Writes `TREECAST_BENCH_OUT` (default `target/bench-results/tree_join.json`).
 //! Run: `cargo bench --bench tree_join` (`BENCH_SIZES=50` for a quick look).
@@ -212,10 +212,14 @@ fn main() {
         .build()
         .expect("runtime");
     let rows: Vec<_> = sizes.iter().map(|&n| rt.block_on(run(n))).collect();
+    let defaults = config(None, 0);
     let out = json!({
         "benchmark": "tree_join",
         "stream": { "fps": 30, "frame_bytes": 600, "group_frames": 60 },
-        "crash_detection": { "keep_alive_ms": 100, "idle_timeout_ms": 450 },
+        "crash_detection": {
+            "keep_alive_ms": defaults.keep_alive.as_millis() as u64,
+            "idle_timeout_ms": defaults.idle_timeout.as_millis() as u64,
+        },
         "results": rows,
     });
     if let Some(dir) = std::path::Path::new(&out_path).parent() {

@@ -303,8 +303,10 @@ fn a_node_handed_over_without_a_probe_still_improves() {
     net.join(x, o);
     let first = net.nodes[&x].parent().map(|p| p.id);
     assert!(first == Some(a) || first == Some(b));
-    let r = net.add(2, (70.0, 70.0));
+    // Nearer a than b, so that r is not b's child (b's heir would take b's slot).
+    let r = net.add(2, (70.0, 10.0));
     net.join(r, a);
+    assert_eq!(net.nodes[&r].parent().map(|p| p.id), Some(a));
     // x is handed to far-away r, which it never probed.
     let r_cand = Candidate {
         addr: net.addr[&r].clone(),
@@ -315,7 +317,7 @@ fn a_node_handed_over_without_a_probe_still_improves() {
     net.node(x).handle_goodbye(now, &from, vec![r_cand]);
     net.run();
     assert_eq!(net.nodes[&x].parent().map(|p| p.id), Some(r));
-    // A slot opens at the origin (b crashes; any child of it repairs first).
+    // A slot opens at the origin (b, childless now, crashes).
     // Improvement must find the origin, which needs the live RTT to r (never probed) and
     // a fresh look at the origin (measured full at join).
     net.crash(b);

@@ -263,11 +263,18 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
         }
     };
 
-    let result = serve_child(
+    let (result, vanished) = serve_child(
         &shared, &conn, &addr, peer, info, resume, &mut send, &mut recv, &mut dec,
     )
     .await;
-    lock(&shared.overlay).handle_child_gone(&peer);
+    {
+        let mut overlay = lock(&shared.overlay);
+        if vanished {
+            overlay.handle_child_lost(Instant::now(), &peer);
+        } else {
+            overlay.handle_child_gone(&peer);
+        }
+    }
     shared.kick.notify_one();
     result
 }
@@ -303,10 +310,13 @@ async fn refuse_with(
 }
 
 /// Whether child `r`'s slot may be taken: it announced it is leaving, or it has sent
-/// nothing for a while (longer than its keep-alive interval): it crashed.
+/// nothing for a while (longer than its keep-alive interval): it crashed. If it is no
+/// longer our child, the overlay decides (it holds a vanished child's slot for a moment
+/// for the heir that child named).
 async fn slot_is_free(shared: &Shared, r: NodeId) -> bool {
     let Some(c) = lock(&shared.child_ctl).get(&r).cloned() else {
-        return false;
+        // Gone already: the overlay may be holding its slot for its heir.
+        return true;
     };
     let before = c.conn.stats().udp_rx.datagrams;
     // The leaver's announcement may still be on its way: watch for it a moment.
@@ -361,20 +371,22 @@ async fn serve_child(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     dec: &mut ControlDecoder,
-) -> Result<(), PeerError> {
+) -> (Result<(), PeerError>, bool) {
     // The catalog first (a rooted node has it), then the child's place in the tree.
     let mut cat = shared.catalog.subscribe();
     tokio::select! {
-        c = cat.wait_for(|c| c.is_some()) => if c.is_err() { return Ok(()) },
-        e = conn.closed() => return Err(lost(addr, describe_connection_error(&e))),
+        c = cat.wait_for(|c| c.is_some()) => if c.is_err() { return (Ok(()), false) },
+        e = conn.closed() => return (Err(lost(addr, describe_connection_error(&e))), false),
     };
     let Some(catalog) = lock(&shared.signed_catalog).clone() else {
-        return Ok(());
+        return (Ok(()), false);
     };
     let mut out = BytesMut::new();
     ControlMessage::Catalog(catalog).encode(&mut out);
     ControlMessage::Tree(info).encode(&mut out);
-    send.write_all(&out).await.map_err(|e| lost(addr, e))?;
+    if let Err(e) = send.write_all(&out).await {
+        return (Err(lost(addr, e)), false);
+    }
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMessage>(64);
     let leaving = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -429,6 +441,7 @@ async fn serve_child(
         }
     };
     let silence = shared.config.child_silence;
+    let mut silent = false;
     let result = tokio::select! {
         r = send_loop(shared, conn, &sub) => r,
         r = control => r,
@@ -444,9 +457,14 @@ async fn serve_child(
         } => {
             let reason = format!("silent for {} ms", limit.as_millis());
             close(conn, ErrorCode::Timeout, &reason);
+            silent = true;
             Err(lost(addr, reason))
         }
     };
+    // Crashed (gone silent) or announced its leave: its heir may come for its slot.
+    let vanished = silent
+        || leaving.load(Ordering::Acquire)
+        || matches!(conn.close_reason(), Some(quinn::ConnectionError::TimedOut));
     {
         let mut ctl = lock(&shared.child_ctl);
         if ctl.get(&peer).is_some_and(|c| c.tx.same_channel(&ctl_tx)) {
@@ -469,7 +487,7 @@ async fn serve_child(
     shared.metrics.children_detached.inc();
     info!(child = %peer.short(), %addr, "child detached");
     shared.emit(NodeEvent::ChildDetached { child: peer });
-    result
+    (result, vanished)
 }
 
 fn subscribe_child(shared: &Shared, peer: NodeId, resume: &[ResumePoint]) -> Arc<Subscriber> {

@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// How long to wait for a parent to answer a connection attempt.
     pub connect_timeout: Duration,
     /// A peer that sends nothing (not even keep-alives) for this long is gone.
+    ///
+    /// 300 ms: three keep-alives, or about ten media packets on a parent link, lost in a
+    /// row. QUIC never times out before three probe timeouts (about 3 x (RTT + 25 ms)),
+    /// so distant peers get longer. A false alarm costs a repair, not a frame.
     pub idle_timeout: Duration,
     /// Keep-alive interval (keeps idle detection working on a quiet stream).
     pub keep_alive: Duration,
@@ -113,7 +117,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(5),
             // A crashed parent is noticed within ~0.45 s, so that with the repair a viewer
             // with a 1 s playout buffer does not stall.
-            idle_timeout: Duration::from_millis(450),
+            idle_timeout: Duration::from_millis(300),
             keep_alive: Duration::from_millis(100),
             child_silence: None,
             parent_silence: None,

@@ -112,10 +112,14 @@ fn on_event(
             m.join_seconds.observe(took.as_secs_f64());
             info!(%node, parent = %parent.short(), depth, took_ms = took.as_millis() as u64, "joined the tree");
         }
-        OverlayEvent::Repaired { parent, took } => {
+        OverlayEvent::Repaired {
+            parent,
+            took,
+            standby,
+        } => {
             m.repairs.inc();
             m.repair_seconds.observe(took.as_secs_f64());
-            info!(%node, parent = %parent.short(), took_ms = took.as_millis() as u64, "re-attached after losing the parent");
+            info!(%node, parent = %parent.short(), took_ms = took.as_millis() as u64, standby, "re-attached after losing the parent");
         }
         OverlayEvent::Moved { from, to } => {
             m.parent_changes.inc();

@@ -78,7 +78,7 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     /// The shipped node's defaults: 1.5 Mbit/s video + 64 kbit/s audio, 2 s keyframes,
-    /// 2 cached groups, 450 ms idle timeout, 3 s leave timeout.
+    /// 2 cached groups, 300 ms idle timeout, 3 s leave timeout.
     fn default() -> Self {
         SimConfig {
             seed: 1,
@@ -88,7 +88,7 @@ impl Default for SimConfig {
             buffer: Duration::from_secs(2),
             origin_capacity: 8,
             overlay: OverlayConfig::default(),
-            idle_timeout: Duration::from_millis(450),
+            idle_timeout: Duration::from_millis(300),
             leave_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(5),
             stream_kbps: 1564,

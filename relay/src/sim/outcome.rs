@@ -55,6 +55,8 @@ pub struct Outcome {
     pub outage_ms: Dist,
     /// Orphanings, moves and loops seen.
     pub orphaned: u64,
+    /// Repairs that attached straight to the standby.
+    pub repaired_by_standby: u64,
     /// Moves.
     pub moved: u64,
     /// Loops detected.
@@ -233,6 +235,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         repair_ms: m.repair_ms,
         outage_ms: m.outage_ms,
         orphaned: m.orphaned,
+        repaired_by_standby: m.repaired_by_standby,
         moved: m.moved,
         loops: m.loops,
         continuity,

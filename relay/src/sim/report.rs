@@ -169,8 +169,14 @@ pub fn markdown(o: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "- Parents lost without goodbye: {}; moves: {}; loops detected: {}; segments sent from caches: {}; segments dropped by overloaded uploads: {}",
-        o.orphaned, o.moved, o.loops, o.catchup_segments, o.dropped_segments
+        "- Parents lost without goodbye: {}; repairs: {}, {} of them straight to the standby; moves: {}; loops detected: {}; segments sent from caches: {}; segments dropped by overloaded uploads: {}",
+        o.orphaned,
+        o.repair_ms.len(),
+        o.repaired_by_standby,
+        o.moved,
+        o.loops,
+        o.catchup_segments,
+        o.dropped_segments
     );
     let _ = writeln!(
         s,

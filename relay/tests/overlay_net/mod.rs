@@ -194,15 +194,25 @@ impl Net {
     }
 
     pub fn crash(&mut self, id: NodeId) {
-        self.alive.remove(&id);
+        self.crash_all(&[id]);
+    }
+
+    /// Crashes these nodes at once: every survivor notices before anyone acts.
+    pub fn crash_all(&mut self, dead: &[NodeId]) {
+        for id in dead {
+            self.alive.remove(id);
+        }
         let now = self.now;
-        let ids: Vec<NodeId> = self.alive.iter().copied().collect();
+        let mut ids: Vec<NodeId> = self.alive.iter().copied().collect();
+        ids.sort();
         for n in ids {
-            let node = self.node(n);
-            if node.parent().is_some_and(|p| p.id == id) {
-                node.handle_parent_lost(now, &id);
+            for id in dead {
+                let node = self.node(n);
+                if node.parent().is_some_and(|p| p.id == *id) {
+                    node.handle_parent_lost(now, id);
+                }
+                node.handle_child_lost(now, id);
             }
-            node.handle_child_gone(&id);
         }
         self.run();
     }

@@ -53,12 +53,10 @@ impl Overlay {
         }
         let mut exclude: Vec<NodeId> = cands.iter().map(|c| c.addr.id).collect();
         exclude.push(self.me);
-        if let Some(p) = &self.parent {
-            for b in &p.info.backups {
-                if !exclude.contains(&b.addr.id) {
-                    exclude.push(b.addr.id);
-                    cands.push(b.clone());
-                }
+        for b in self.parent_backups() {
+            if !exclude.contains(&b.addr.id) {
+                exclude.push(b.addr.id);
+                cands.push(b);
             }
         }
         if cands.len() < crate::proto::tree_msg::MAX_CANDIDATES {
@@ -76,8 +74,9 @@ impl Overlay {
 
     /// A node asks to become our child.
     ///
-    /// `replaces`: the requester was handed over by this child of ours, which is leaving;
-    /// it may take that child's slot.
+    /// `replaces`: the requester was handed over by this child of ours, which is leaving,
+    /// or is the heir of this child, which crashed: it may take that child's slot (the
+    /// driver checks first that the child has announced its leave or gone silent).
     pub fn handle_child_request(
         &mut self,
         now: Instant,
@@ -107,6 +106,9 @@ impl Overlay {
         }
         if self.children.contains_key(&addr.id) {
             // A re-subscription of a known child (e.g. after a reconnect): keep its slot.
+        } else if let Some(i) = replaces.and_then(|r| self.held.iter().position(|h| h.0 == r)) {
+            // The heir of a child we lost: the slot was kept for it.
+            self.held.swap_remove(i);
         } else if let Some(r) = replaces.filter(|r| *r != addr.id && self.children.contains_key(r))
         {
             // Take over the slot of a leaving child (it is fed until it closes, but no
@@ -163,7 +165,9 @@ impl Overlay {
             },
         );
         self.status_changed();
-        Ok(self.info_for(&addr.id))
+        let info = self.info_for(&addr.id);
+        self.heir_may_have_changed(Some(addr.id));
+        Ok(info)
     }
 
     /// A child reported its free slots, subtree size and where its subtree has room.
@@ -187,13 +191,32 @@ impl Overlay {
         }
     }
 
-    /// A child's session ended.
+    /// A child's session ended in order (it detached or moved).
     pub fn handle_child_gone(&mut self, child: &NodeId) {
         if self.children.remove(child).is_some() {
-            self.status_changed();
-            if self.phase == Phase::Leaving && self.children.is_empty() {
-                self.events.push_back(OverlayEvent::ChildrenHandedOver);
+            self.child_removed();
+        }
+    }
+
+    /// A child vanished: it crashed (went silent) or announced its leave and closed.
+    ///
+    /// If it had children of its own, its slot is held for
+    /// [`OverlayConfig::slot_hold`](super::OverlayConfig::slot_hold) for its heir, which
+    /// comes asking for it with `replaces`.
+    pub fn handle_child_lost(&mut self, now: Instant, child: &NodeId) {
+        if let Some(c) = self.children.remove(child) {
+            if c.subtree > 1 && !self.config.slot_hold.is_zero() && self.phase != Phase::Leaving {
+                self.held.push((*child, now + self.config.slot_hold));
             }
+            self.child_removed();
+        }
+    }
+
+    fn child_removed(&mut self) {
+        self.status_changed();
+        self.heir_may_have_changed(None);
+        if self.phase == Phase::Leaving && self.children.is_empty() {
+            self.events.push_back(OverlayEvent::ChildrenHandedOver);
         }
     }
 }

@@ -90,8 +90,17 @@ impl Overlay {
         let promising = next
             .iter()
             .any(|a| self.known.get(&a.id).is_some_and(|k| k.cand.free > 0));
-        if round + 1 < self.config.probe_rounds && promising {
-            self.probe(now, round + 1, next);
+        // Repairing, a parent with room in hand is taken at once; without one, the
+        // candidates the probed nodes named are followed even in the last round.
+        let repairing = self.fresh_after.is_some();
+        let rounds = self.config.probe_rounds + if repairing { 2 } else { 0 };
+        if promising && round + 1 < rounds && !(repairing && best.is_some()) {
+            let wait = if repairing {
+                self.config.repair_probe_timeout
+            } else {
+                self.config.probe_timeout
+            };
+            self.probe_until(now, round + 1, next, now + wait);
             return;
         }
         match best {
@@ -142,7 +151,7 @@ impl Overlay {
         queue.retain(|a| !exclude.contains(&a.id) && !self.known.is_banned(&a.id, now));
         if queue.is_empty() && self.repair_probe_due {
             self.repair_probe_due = false;
-            self.repair_probe(now);
+            self.after_standby(now);
             return;
         }
         if queue.is_empty() {
@@ -219,6 +228,7 @@ impl Overlay {
             Seeking::Repair(t) => self.events.push_back(OverlayEvent::Repaired {
                 parent: new_id,
                 took: now.saturating_duration_since(t),
+                standby: self.standby_attempt == Some(new_id),
             }),
             Seeking::Move | Seeking::Handover | Seeking::None => {
                 if let Some(from) = old {
@@ -235,15 +245,20 @@ impl Overlay {
         self.seeking = Seeking::None;
         self.fresh_after = None;
         self.repair_probe_due = false;
+        self.standby_attempt = None;
         self.last_status = None;
         self.status_changed();
         self.tell_children();
         if self.next_improve.is_none() {
             self.schedule_improve(now);
         }
+        if self.next_standby.is_none() {
+            self.schedule_standby(now);
+        }
     }
 
     pub(super) fn lose_parent(&mut self, now: Instant, old: NodeId, failed: bool) {
+        let my_depth = self.depth().unwrap_or(u32::MAX);
         let backups = self
             .parent
             .take()
@@ -263,11 +278,67 @@ impl Overlay {
         for b in &backups {
             self.known.hear(now, b);
         }
+        let standby = self.standby(now, old, &backups, my_depth);
+        let exclude = self.exclude_list();
         self.repair_backups = backups;
-        // (Asking the grandparent for the dead parent's slot first was measured: it
-        // serialises a crashed relay's many orphans on one slot and made repairs slower
-        // on loopback, so all backups are probed at once instead.)
+        if let Some((standby, replaces)) = standby {
+            // Measured moments ago with room: attach at once; probe only if it fails.
+            self.repair_probe_due = true;
+            self.standby_attempt = Some(standby.id);
+            let deadline = self.standby_deadline(now, &standby.id, replaces.is_some());
+            // Meanwhile probe the other backups, in case the standby fails.
+            let mut others = self.known.fallbacks(now, &self.repair_backups, &exclude);
+            others.retain(|a| a.id != standby.id);
+            others.truncate(self.config.probe_fanout);
+            self.probed_this_join.clear();
+            self.fresh_after = Some(now);
+            self.repair_pending = others.iter().map(|a| a.id).collect();
+            self.probed_this_join.insert(standby.id);
+            for a in others {
+                self.probed_this_join.insert(a.id);
+                self.actions.push_back(Action::Probe(a));
+            }
+            self.try_next_replacing(now, vec![standby], replaces);
+            if let Phase::Attaching { deadline: d, .. } = &mut self.phase {
+                *d = deadline;
+            }
+            return;
+        }
+        // (Every orphan asking the grandparent for the dead parent's slot was measured:
+        // it serialised a crashed relay's many orphans on one slot and made repairs
+        // slower on loopback. Only the heir asks for it now; see `standby`.)
         self.repair_probe(now);
+    }
+
+    /// The standby attach failed: choose among the backups probed meanwhile, waiting a
+    /// moment for those that have not answered yet (dead ones never will).
+    fn after_standby(&mut self, now: Instant) {
+        let Seeking::Repair(lost_at) = self.seeking else {
+            self.repair_probe(now);
+            return;
+        };
+        let outstanding = std::mem::take(&mut self.repair_pending);
+        let grace = now + self.config.repair_grace;
+        let deadline = if self.best_parent(now).is_some() {
+            grace
+        } else {
+            (lost_at + self.config.repair_probe_timeout).max(grace)
+        };
+        let round = self.config.probe_rounds.saturating_sub(1);
+        if outstanding.is_empty() {
+            self.phase = Phase::Probing {
+                round,
+                outstanding,
+                deadline: now,
+            };
+            self.after_probe_round(now);
+            return;
+        }
+        self.phase = Phase::Probing {
+            round,
+            outstanding,
+            deadline,
+        };
     }
 
     /// Probes the backups (grandparent first) and other known parents all at once and

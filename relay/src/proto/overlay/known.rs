@@ -195,7 +195,43 @@ impl KnownSet {
         exclude: &[NodeId],
         fresh_after: Option<Instant>,
     ) -> Option<&Known> {
-        let eligible: Vec<&Known> = self.eligible(now, exclude, fresh_after);
+        Self::nearest_then_shallowest(
+            &self.me,
+            self.eligible(now, exclude, fresh_after),
+            tie,
+            tie_abs,
+        )
+    }
+
+    /// Like [`KnownSet::best`], among `ids` only, measured since `since`.
+    pub fn best_among(
+        &self,
+        now: Instant,
+        tie: f64,
+        tie_abs: Duration,
+        ids: &[NodeId],
+        since: Instant,
+    ) -> Option<&Known> {
+        let eligible: Vec<&Known> = ids
+            .iter()
+            .filter_map(|id| self.map.get(id))
+            .filter(|k| {
+                k.rtt.is_some()
+                    && k.measured.is_some_and(|m| m >= since)
+                    && k.rooted
+                    && k.cand.free > 0
+                    && self.usable(k, now)
+            })
+            .collect();
+        Self::nearest_then_shallowest(&self.me, eligible, tie, tie_abs)
+    }
+
+    fn nearest_then_shallowest<'a>(
+        me: &NodeId,
+        eligible: Vec<&'a Known>,
+        tie: f64,
+        tie_abs: Duration,
+    ) -> Option<&'a Known> {
         let nearest = eligible.iter().filter_map(|k| k.rtt).min()?;
         let limit = nearest.mul_f64(1.0 + tie) + tie_abs;
         // Among near-ties: the shallowest; between equals, an order of our own (a hash of
@@ -204,7 +240,7 @@ impl KnownSet {
         eligible
             .into_iter()
             .filter(|k| k.rtt.is_some_and(|r| r <= limit))
-            .min_by_key(|k| (k.cand.depth, pair_order(&self.me, &k.cand.addr.id)))
+            .min_by_key(|k| (k.cand.depth, pair_order(me, &k.cand.addr.id)))
     }
 
     /// Measured, rooted candidates with room that are not avoided or excluded (and, with

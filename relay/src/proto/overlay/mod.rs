@@ -18,8 +18,14 @@
 //! - **Capacity**: never more children than `capacity`; a watch-only joiner (capacity 0)
 //!   is refused the last `reserve` free slots, so forwarding nodes settle nearer the
 //!   origin and watch-only nodes at the edge.
-//! - **Repair**: when the parent is lost, attach straight to a backup (grandparent first)
-//!   and resume from the last frame held; probe again only when all backups fail.
+//! - **Repair**: a settled node keeps a *standby*: every `standby_interval` it re-measures
+//!   the backups that would survive its parent's crash (grandparent, the parent's siblings
+//!   with room) over connections that stay open. Each parent names one child its *heir*
+//!   and holds that child's slot for a moment when it vanishes. When the parent is lost,
+//!   the heir asks the grandparent for the dead parent's slot and every other orphan
+//!   attaches to the nearest standby with room: one round trip. Meanwhile the other
+//!   backups are probed, and if the standby fails the best of those that answered is
+//!   taken. The orphan resumes from the last frame it holds.
 //! - **Graceful leave**: a leaving node hands its children a list of parents to move to;
 //!   they attach there before the leaver closes (make before break).
 //! - **Improvement**: every `improve_interval`, probe a few known nodes and move to one
@@ -30,6 +36,7 @@ mod improve;
 mod join;
 mod known;
 mod position;
+mod standby;
 mod types;
 
 pub use types::{Action, OverlayConfig, OverlayEvent, ProbeInfo, Refusal, Refused};
@@ -115,7 +122,18 @@ pub struct Overlay {
     repair_backups: Vec<Candidate>,
     /// The grandparent takeover was tried first; probe the backups if it fails.
     repair_probe_due: bool,
+    /// The standby a repair attached to first, if any.
+    standby_attempt: Option<NodeId>,
+    /// Backups probed while the standby attach is under way, not answered yet.
+    repair_pending: Vec<NodeId>,
+    /// The heir our children were last told of.
+    told_heir: Option<NodeId>,
+    /// Slots of children that went away with a subtree, kept until the instant for the
+    /// heir of each (see `standby`).
+    held: Vec<(NodeId, Instant)>,
     next_improve: Option<Instant>,
+    /// When to re-measure the standby parents next.
+    next_standby: Option<Instant>,
     last_status: Option<(u32, u32, Vec<Candidate>)>,
     rng: u64,
     actions: VecDeque<Action>,
@@ -140,7 +158,12 @@ impl Overlay {
             fresh_after: None,
             repair_backups: Vec::new(),
             repair_probe_due: false,
+            standby_attempt: None,
+            repair_pending: Vec::new(),
+            told_heir: None,
+            held: Vec::new(),
             next_improve: None,
+            next_standby: None,
             last_status: None,
             rng: seed | 1,
             actions: VecDeque::new(),
@@ -178,6 +201,12 @@ impl Overlay {
         self.parent.as_ref().map_or(&[], |p| &p.info.path)
     }
 
+    /// The backup parents our parent gave us (its parent first; listed with a free slot
+    /// if we are its heir).
+    pub fn backups(&self) -> &[Candidate] {
+        self.parent.as_ref().map_or(&[], |p| &p.info.backups)
+    }
+
     /// The children.
     pub fn children(&self) -> impl Iterator<Item = (&NodeId, &PeerAddr)> {
         self.children.iter().map(|(id, c)| (id, &c.addr))
@@ -188,11 +217,11 @@ impl Overlay {
         self.children.len()
     }
 
-    /// Free child slots.
+    /// Free child slots (not counting those held for a lost child's heir).
     pub fn free_slots(&self) -> u32 {
         self.config
             .capacity
-            .saturating_sub(self.children.len() as u32)
+            .saturating_sub((self.children.len() + self.held.len()) as u32)
     }
 
     /// Nodes in our subtree, us included (as our children last reported).
@@ -223,6 +252,8 @@ impl Overlay {
         [
             phase,
             self.next_improve,
+            self.next_standby,
+            self.held.iter().map(|h| h.1).min(),
             self.improving.as_ref().map(|i| i.1),
         ]
         .into_iter()
@@ -265,6 +296,7 @@ impl Overlay {
             }
             None => self.known.avoid(&addr.id, now + self.config.avoid_for),
         }
+        self.repair_pending.retain(|id| *id != addr.id);
         if let Some((pending, _)) = &mut self.improving {
             pending.retain(|id| *id != addr.id);
             if pending.is_empty() {
@@ -329,8 +361,13 @@ impl Overlay {
                         self.known.hear(now, c);
                     }
                     // Repairing, every moment counts: the refuser's redirects (parents
-                    // with room near it, fresher than what we probed) go first.
-                    if matches!(self.seeking, Seeking::Repair(_)) {
+                    // with room near it, fresher than what we probed) go first. Not
+                    // after a standby (the backups probed meanwhile are better known),
+                    // and not from a refuser cut off from the origin itself.
+                    if matches!(self.seeking, Seeking::Repair(_))
+                        && !self.repair_probe_due
+                        && r.why == Refusal::Full
+                    {
                         let exclude = self.exclude_list();
                         let fresh: Vec<PeerAddr> = r
                             .redirect
@@ -438,6 +475,7 @@ impl Overlay {
             self.actions.push_back(Action::AnnounceLeave);
         }
         self.next_improve = None;
+        self.next_standby = None;
         self.improving = None;
         if self.children.is_empty() {
             self.events.push_back(OverlayEvent::ChildrenHandedOver);
@@ -501,6 +539,14 @@ impl Overlay {
         if self.next_improve.is_some_and(|t| now >= t) {
             self.schedule_improve(now);
             self.start_improve(now);
+        }
+        if self.next_standby.is_some_and(|t| now >= t) {
+            self.refresh_standby(now);
+        }
+        let held = self.held.len();
+        self.held.retain(|h| h.1 > now);
+        if self.held.len() != held {
+            self.status_changed();
         }
     }
 }

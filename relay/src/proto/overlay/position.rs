@@ -6,6 +6,7 @@ use crate::proto::tree_msg::{Candidate, TreeInfo};
 
 impl Overlay {
     pub(super) fn tell_children(&mut self) {
+        self.told_heir = self.heir();
         let ids: Vec<NodeId> = self.children.keys().copied().collect();
         for child in ids {
             let info = self.info_for(&child);
@@ -15,6 +16,9 @@ impl Overlay {
 
     /// The tree position we give `child`: our path plus us; as backups our parent first,
     /// then our own backups, then the child's siblings with room.
+    ///
+    /// Our parent is listed with one free slot for our *heir* only: the child that takes
+    /// our slot there if we crash (see [`Overlay::heir`]); for the others it is full.
     pub(super) fn info_for(&self, child: &NodeId) -> TreeInfo {
         let mut path = self.path().to_vec();
         path.push(self.me);
@@ -23,16 +27,14 @@ impl Overlay {
             backups.push(Candidate {
                 addr: p.addr.clone(),
                 depth: d.saturating_sub(1),
-                free: 0,
+                free: u32::from(self.heir() == Some(*child)),
             });
         }
         // Then our own backups: the great-grandparent and the child's uncles with room.
         // These survive our crash, unlike the child's siblings (orphaned with it).
-        if let Some(p) = &self.parent {
-            for b in &p.info.backups {
-                if b.addr.id != *child && b.addr.id != self.me && backups.len() < 6 {
-                    backups.push(b.clone());
-                }
+        for b in self.parent_backups() {
+            if b.addr.id != *child && b.addr.id != self.me && backups.len() < 6 {
+                backups.push(b);
             }
         }
         // Then the child's siblings with room (useful when we leave in order).
@@ -51,6 +53,50 @@ impl Overlay {
             path,
             backups,
         }
+    }
+
+    /// The child that inherits our slot at our parent if we crash: the one that forwards
+    /// most (it keeps the orphaned subtree shallow), the lowest id among equals.
+    pub(super) fn heir(&self) -> Option<NodeId> {
+        self.children
+            .iter()
+            .max_by_key(|(id, c)| (c.capacity, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
+    /// Tells the old and the new heir when the heir changes (children came or went),
+    /// except `told`, a new child whose answer already says.
+    pub(super) fn heir_may_have_changed(&mut self, told: Option<NodeId>) {
+        let heir = self.heir();
+        if heir == self.told_heir {
+            return;
+        }
+        let old = std::mem::replace(&mut self.told_heir, heir);
+        for child in [old, heir].into_iter().flatten() {
+            if Some(child) != told && self.children.contains_key(&child) {
+                let info = self.info_for(&child);
+                self.actions.push_back(Action::SendTree { child, info });
+            }
+        }
+    }
+
+    /// Our parent's backups as we pass them on: its promise of a slot to its heir (us,
+    /// perhaps) is ours alone.
+    pub(super) fn parent_backups(&self) -> impl Iterator<Item = Candidate> + '_ {
+        let grandparent = self.parent.as_ref().and_then(|p| {
+            let n = p.info.path.len();
+            (n >= 2).then(|| p.info.path[n - 2])
+        });
+        self.parent
+            .iter()
+            .flat_map(|p| p.info.backups.iter())
+            .map(move |b| {
+                let mut b = b.clone();
+                if Some(b.addr.id) == grandparent {
+                    b.free = 0;
+                }
+                b
+            })
     }
 
     pub(super) fn redirect_list(&self, asker: &NodeId) -> Vec<Candidate> {

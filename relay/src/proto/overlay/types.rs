@@ -36,6 +36,14 @@ pub struct OverlayConfig {
     pub near_tie_abs: Duration,
     /// How often to look for a better parent (zero: never).
     pub improve_interval: Duration,
+    /// How often a settled node re-measures its standby parents (zero: never; a repair
+    /// then always probes first).
+    pub standby_interval: Duration,
+    /// Standby parents re-measured each time.
+    pub standby_probes: usize,
+    /// How long the slot of a child that went away with children of its own is kept for
+    /// its heir (the orphan it named to take it).
+    pub slot_hold: Duration,
     /// Free slots kept for joiners that forward (capacity > 0).
     pub reserve: u32,
     /// Possible parents remembered (up to a quarter more between batched evictions).
@@ -61,6 +69,9 @@ impl Default for OverlayConfig {
             near_tie: 0.2,
             near_tie_abs: Duration::from_millis(2),
             improve_interval: Duration::from_secs(30),
+            standby_interval: Duration::from_secs(5),
+            standby_probes: 2,
+            slot_hold: Duration::from_secs(1),
             reserve: 1,
             max_known: 64,
             avoid_for: Duration::from_secs(5),
@@ -139,6 +150,8 @@ pub enum OverlayEvent {
         parent: NodeId,
         /// From the loss to the attach.
         took: Duration,
+        /// Whether it was the standby, attached to without probing.
+        standby: bool,
     },
     /// Moved to a better parent, or to the one a leaving parent handed us to.
     Moved {

@@ -8,8 +8,9 @@ impl Sim {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match e {
             OverlayEvent::Joined { took, .. } => self.m.join_attach_ms.add(ms(took)),
-            OverlayEvent::Repaired { took, .. } => {
+            OverlayEvent::Repaired { took, standby, .. } => {
                 self.m.repair_ms.add(ms(took));
+                self.m.repaired_by_standby += u64::from(standby);
                 let since = self.orphan_since[p as usize];
                 if since != NEVER {
                     self.m.outage_ms.add((self.now - since) as f64 / 1000.0);

@@ -199,9 +199,9 @@ impl Sim {
             }
             Event::Detach { child, parent } => {
                 self.conns[child as usize].retain(|p| *p != parent);
-                self.child_gone(parent, child);
+                self.child_gone(parent, child, false);
             }
-            Event::ChildGone { parent, child } => self.child_gone(parent, child),
+            Event::ChildGone { parent, child } => self.child_gone(parent, child, true),
             Event::Tree { from, to, info } => {
                 if !self.alive[to as usize] {
                     return;
@@ -304,12 +304,19 @@ impl Sim {
         }
     }
 
-    pub(super) fn child_gone(&mut self, parent: Peer, child: Peer) {
+    /// `vanished`: the connection died (a crash, or a leaver closing) rather than the
+    /// child detaching.
+    pub(super) fn child_gone(&mut self, parent: Peer, child: Peer, vanished: bool) {
         if !self.alive[parent as usize] {
             return;
         }
+        let at = self.at(self.now);
         if let Some(o) = self.overlays[parent as usize].as_mut() {
-            o.handle_child_gone(&node_id(child));
+            if vanished {
+                o.handle_child_lost(at, &node_id(child));
+            } else {
+                o.handle_child_gone(&node_id(child));
+            }
         }
         self.after(parent);
     }

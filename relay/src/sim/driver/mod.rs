@@ -80,6 +80,8 @@ pub struct Measures {
     pub outage_ms: Dist,
     /// Parents lost without a goodbye.
     pub orphaned: u64,
+    /// Repairs done by attaching straight to the standby (the heir's claim included).
+    pub repaired_by_standby: u64,
     /// Moves (improvement, handover, displacement).
     pub moved: u64,
     /// Loops detected.

@@ -1,0 +1,219 @@
+//! Deterministic tests of fast repair: the standby parent a settled node keeps measured,
+//! the heir that takes a crashed parent's slot at the grandparent, and the slot the
+//! grandparent holds for it.
+
+mod overlay_net;
+
+use std::time::Duration;
+
+use overlay_net::Net;
+use treecast_relay::proto::addr::PeerAddr;
+use treecast_relay::proto::id::NodeId;
+use treecast_relay::proto::overlay::*;
+use treecast_relay::proto::tree_msg::TreeInfo;
+
+/// A relay (capacity 2) attached to `parent` by hand (pinned: no probing).
+fn relay_under(net: &mut Net, parent: NodeId, at: (f64, f64)) -> NodeId {
+    let id = net.add_with(2, at, |c| c.pinned = true);
+    net.join(id, parent);
+    assert_eq!(parent_of(net, id), Some(parent));
+    id
+}
+
+fn parent_of(net: &Net, id: NodeId) -> Option<NodeId> {
+    net.nodes[&id].parent().map(|p| p.id)
+}
+
+/// The `Repaired` event of `id`, if any: (new parent, through the standby).
+fn repaired(net: &Net, id: NodeId) -> Option<(NodeId, bool)> {
+    net.events.iter().find_map(|(n, e)| match e {
+        OverlayEvent::Repaired {
+            parent, standby, ..
+        } if *n == id => Some((*parent, *standby)),
+        _ => None,
+    })
+}
+
+/// Origin `o` (capacity 2) with relays `b` and `a` (near the joiners); under `a` the
+/// forwarder `k1` (capacity 3, so `a`'s heir) and `k2`. Settled long enough for a
+/// standby refresh.
+fn two_level_tree() -> (Net, [NodeId; 5]) {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    // b first: a's backups (the uncles with room) are as of when a attached.
+    let b = relay_under(&mut net, o, (30.0, 20.0));
+    let a = relay_under(&mut net, o, (30.0, 0.0));
+    let k2 = net.add(1, (35.0, 5.0));
+    net.join(k2, a);
+    let k1 = net.add(3, (33.0, -2.0));
+    net.join(k1, a);
+    assert_eq!(parent_of(&net, k1), Some(a));
+    assert_eq!(parent_of(&net, k2), Some(a));
+    net.advance(Duration::from_secs(8));
+    net.check();
+    (net, [o, a, b, k1, k2])
+}
+
+#[test]
+fn the_heir_takes_the_crashed_parents_slot_and_its_sibling_the_standby() {
+    let (mut net, [o, a, b, k1, k2]) = two_level_tree();
+    // The origin is full (a and b): only a's heir may have a's slot.
+    assert_eq!(net.nodes[&o].free_slots(), 0);
+    net.crash(a);
+    net.check();
+    assert_eq!(
+        repaired(&net, k1),
+        Some((o, true)),
+        "the heir claims a's slot"
+    );
+    assert_eq!(
+        repaired(&net, k2),
+        Some((b, true)),
+        "the sibling attaches straight to its standby (the uncle with room)"
+    );
+    assert!(net.nodes[&o].child_count() <= 2);
+}
+
+#[test]
+fn the_grandparent_holds_a_vanished_childs_slot_for_its_heir_only() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let k = net.add(2, (2.0, 0.0));
+    net.join(k, a);
+    net.check();
+    let now = net.now;
+    let addr = |id: NodeId| PeerAddr {
+        id,
+        host: "10.9.9.9:4433".into(),
+    };
+    let origin = net.node(o);
+    origin.handle_child_lost(now, &a);
+    assert_eq!(origin.free_slots(), 0, "held for a's heir");
+    let stranger = NodeId::from_bytes([99; 32]);
+    let refused = origin.handle_child_request(now, &addr(stranger), 2, None);
+    assert!(matches!(
+        refused,
+        Err(Refused {
+            why: Refusal::Full,
+            ..
+        })
+    ));
+    // Claiming some other child's slot does not work either.
+    let refused = origin.handle_child_request(now, &addr(stranger), 2, Some(stranger));
+    assert!(refused.is_err());
+    let info: TreeInfo = origin
+        .handle_child_request(now, &addr(k), 2, Some(a))
+        .expect("the heir gets the held slot");
+    assert_eq!(info.path, vec![o]);
+    assert_eq!(origin.child_count(), 1);
+}
+
+#[test]
+fn an_unclaimed_held_slot_frees_up_and_an_orderly_detach_holds_nothing() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let k = net.add(2, (2.0, 0.0));
+    net.join(k, a);
+    assert_eq!(parent_of(&net, k), Some(a));
+    let origin = net.node(o);
+    assert_eq!(origin.free_slots(), 0);
+    origin.handle_child_gone(&a);
+    assert_eq!(
+        origin.free_slots(),
+        1,
+        "a child that left in order frees its slot"
+    );
+    let hold = OverlayConfig::default().slot_hold;
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let k = net.add(2, (2.0, 0.0));
+    net.join(k, a);
+    let now = net.now;
+    net.node(o).handle_child_lost(now, &a);
+    assert_eq!(net.nodes[&o].free_slots(), 0);
+    let due = net.nodes[&o].poll_timeout().expect("a timer for the hold");
+    assert!(due <= now + hold);
+    net.node(o).handle_timeout(now + hold);
+    assert_eq!(
+        net.nodes[&o].free_slots(),
+        1,
+        "nobody claimed it: free again"
+    );
+}
+
+#[test]
+fn a_watch_only_childs_loss_holds_no_slot() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let a = net.add(0, (1.0, 0.0));
+    net.join(a, o);
+    let now = net.now;
+    net.node(o).handle_child_lost(now, &a);
+    assert_eq!(
+        net.nodes[&o].free_slots(),
+        2,
+        "no subtree, no heir to wait for"
+    );
+}
+
+#[test]
+fn when_the_standby_crashed_too_the_orphan_takes_a_backup_that_answered() {
+    let mut net = Net::new();
+    let o = net.add(3, (0.0, 0.0));
+    let b = relay_under(&mut net, o, (31.0, 6.0));
+    let c = relay_under(&mut net, o, (30.0, 30.0));
+    let a = relay_under(&mut net, o, (30.0, 0.0));
+    let k2 = net.add(1, (33.0, 3.0));
+    net.join(k2, a);
+    let k1 = net.add(3, (32.0, -2.0));
+    net.join(k1, a);
+    net.advance(Duration::from_secs(8));
+    net.check();
+    assert_eq!(parent_of(&net, k1), Some(a));
+    assert_eq!(parent_of(&net, k2), Some(a));
+    // k2's standby is b, the nearer uncle with room: it crashes with a.
+    assert!(net.nodes[&k2].backups().iter().any(|c| c.addr.id == b));
+    net.crash_all(&[a, b]);
+    net.check();
+    assert_eq!(repaired(&net, k1), Some((o, true)));
+    let (p, standby) = repaired(&net, k2).expect("k2 repaired");
+    assert!(!standby, "the standby was dead");
+    assert!(p == c || p == k1 || p == o, "a live parent: {p:?}");
+}
+
+#[test]
+fn a_parent_names_one_heir_and_tells_the_new_one_when_it_changes() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(3, (1.0, 0.0));
+    net.join(a, o);
+    let w = net.add(0, (2.0, 0.0));
+    net.join(w, a);
+    // A watch-only only child is the heir for want of another.
+    let heirs = |net: &Net| {
+        net.nodes[&a]
+            .children()
+            .filter(|(c, _)| heir_marked(&net.nodes[*c]))
+            .count()
+    };
+    assert!(heir_marked(&net.nodes[&w]));
+    assert_eq!(heirs(&net), 1);
+    // A forwarder joins: it becomes the heir, and w is told it no longer is.
+    let f = net.add(2, (2.0, 1.0));
+    net.join(f, a);
+    assert_eq!(parent_of(&net, f), Some(a));
+    assert!(heir_marked(&net.nodes[&f]));
+    assert!(!heir_marked(&net.nodes[&w]));
+    assert_eq!(heirs(&net), 1);
+}
+
+/// Whether this node's parent named it heir (its grandparent is offered with a slot).
+fn heir_marked(n: &Overlay) -> bool {
+    n.backups().first().is_some_and(|g| g.free > 0)
+}
