@@ -337,10 +337,10 @@ async fn fifty_nodes_self_organise_survive_crashes_and_leave_in_order() {
         .map(|m| m.seen.lock().unwrap_or_else(|e| e.into_inner()).max_gap)
         .max()
         .unwrap_or_default();
-    // How long orphans went without frames is reported, not asserted: it is usually
-    // 0.6-0.9 s, but when a relay with many children crashes their scramble for slots
-    // can take longer (see the tree_join benchmark). What must hold is checked above:
-    // no frame was lost.
+    // How long orphans went without frames is reported, not asserted (timing is the
+    // benchmark's job): usually 0.5-0.9 s, longer when an orphan's standby crashed too
+    // and it falls back to the backups it probed meanwhile. What must hold is checked
+    // above: no frame was lost.
     eprintln!("crashes: worst arrival gap {worst:?}");
     for m in members.values() {
         m.seen.lock().unwrap_or_else(|e| e.into_inner()).max_gap = Duration::ZERO;

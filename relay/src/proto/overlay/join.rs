@@ -246,6 +246,7 @@ impl Overlay {
         self.fresh_after = None;
         self.repair_probe_due = false;
         self.standby_attempt = None;
+        self.repair_pending.clear();
         self.last_status = None;
         self.status_changed();
         self.tell_children();
@@ -282,7 +283,8 @@ impl Overlay {
         let exclude = self.exclude_list();
         self.repair_backups = backups;
         if let Some((standby, replaces)) = standby {
-            // Measured moments ago with room: attach at once; probe only if it fails.
+            // The heir's slot, or a standby measured moments ago with room: attach at
+            // once (one round trip on a warm connection).
             self.repair_probe_due = true;
             self.standby_attempt = Some(standby.id);
             let deadline = self.standby_deadline(now, &standby.id, replaces.is_some());
