@@ -12,6 +12,18 @@ use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
 use treecast_relay::proto::tree_msg::TreeInfo;
 
+/// Origin `o` (one slot) <- relay `a` <- relay `k`.
+fn chain() -> (Net, [NodeId; 3]) {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = net.add(2, (1.0, 0.0));
+    net.join(a, o);
+    let k = net.add(2, (2.0, 0.0));
+    net.join(k, a);
+    assert_eq!(parent_of(&net, k), Some(a));
+    (net, [o, a, k])
+}
+
 /// A relay (capacity 2) attached to `parent` by hand (pinned: no probing).
 fn relay_under(net: &mut Net, parent: NodeId, at: (f64, f64)) -> NodeId {
     let id = net.add_with(2, at, |c| c.pinned = true);
@@ -76,12 +88,7 @@ fn the_heir_takes_the_crashed_parents_slot_and_its_sibling_the_standby() {
 
 #[test]
 fn the_grandparent_holds_a_vanished_childs_slot_for_its_heir_only() {
-    let mut net = Net::new();
-    let o = net.add(1, (0.0, 0.0));
-    let a = net.add(2, (1.0, 0.0));
-    net.join(a, o);
-    let k = net.add(2, (2.0, 0.0));
-    net.join(k, a);
+    let (mut net, [o, a, k]) = chain();
     net.check();
     let now = net.now;
     let addr = |id: NodeId| PeerAddr {
@@ -112,13 +119,7 @@ fn the_grandparent_holds_a_vanished_childs_slot_for_its_heir_only() {
 
 #[test]
 fn an_unclaimed_held_slot_frees_up_and_an_orderly_detach_holds_nothing() {
-    let mut net = Net::new();
-    let o = net.add(1, (0.0, 0.0));
-    let a = net.add(2, (1.0, 0.0));
-    net.join(a, o);
-    let k = net.add(2, (2.0, 0.0));
-    net.join(k, a);
-    assert_eq!(parent_of(&net, k), Some(a));
+    let (mut net, [o, a, _]) = chain();
     let origin = net.node(o);
     assert_eq!(origin.free_slots(), 0);
     origin.handle_child_gone(&a);
@@ -128,12 +129,7 @@ fn an_unclaimed_held_slot_frees_up_and_an_orderly_detach_holds_nothing() {
         "a child that left in order frees its slot"
     );
     let hold = OverlayConfig::default().slot_hold;
-    let mut net = Net::new();
-    let o = net.add(1, (0.0, 0.0));
-    let a = net.add(2, (1.0, 0.0));
-    net.join(a, o);
-    let k = net.add(2, (2.0, 0.0));
-    net.join(k, a);
+    let (mut net, [o, a, _]) = chain();
     let now = net.now;
     net.node(o).handle_child_lost(now, &a);
     assert_eq!(net.nodes[&o].free_slots(), 0);

@@ -21,10 +21,13 @@ impl Overlay {
             self.next_improve = None;
             return;
         }
-        // Jitter of ±25% so nodes do not move in lockstep.
-        let base = self.config.improve_interval;
+        self.next_improve = Some(self.jittered(now, self.config.improve_interval));
+    }
+
+    /// `now + base` give or take 25%, so that nodes do not act in lockstep.
+    pub(super) fn jittered(&mut self, now: Instant, base: Duration) -> Instant {
         let jitter = (self.next_random() % 500) as f64 / 1000.0 - 0.25;
-        self.next_improve = Some(now + base.mul_f64(1.0 + jitter));
+        now + base.mul_f64(1.0 + jitter)
     }
 
     pub(super) fn start_improve(&mut self, now: Instant) {

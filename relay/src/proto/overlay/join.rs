@@ -44,20 +44,27 @@ impl Overlay {
             outstanding.push(t.id);
             self.actions.push_back(Action::Probe(t));
         }
-        if outstanding.is_empty() {
-            self.phase = Phase::Probing {
-                round,
-                outstanding,
-                deadline: now,
-            };
-            self.after_probe_round(now);
-            return;
-        }
+        self.await_probes(now, round, outstanding, deadline);
+    }
+
+    /// Waits for the `outstanding` probes of `round` until `deadline`, or chooses at once
+    /// if none is outstanding.
+    fn await_probes(
+        &mut self,
+        now: Instant,
+        round: usize,
+        outstanding: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        let done = outstanding.is_empty();
         self.phase = Phase::Probing {
             round,
             outstanding,
-            deadline,
+            deadline: if done { now } else { deadline },
         };
+        if done {
+            self.after_probe_round(now);
+        }
     }
 
     /// The parent to choose now (see [`KnownSet::best`](super::known::KnownSet::best)):
@@ -327,20 +334,7 @@ impl Overlay {
             (lost_at + self.config.repair_probe_timeout).max(grace)
         };
         let round = self.config.probe_rounds.saturating_sub(1);
-        if outstanding.is_empty() {
-            self.phase = Phase::Probing {
-                round,
-                outstanding,
-                deadline: now,
-            };
-            self.after_probe_round(now);
-            return;
-        }
-        self.phase = Phase::Probing {
-            round,
-            outstanding,
-            deadline,
-        };
+        self.await_probes(now, round, outstanding, deadline);
     }
 
     /// Probes the backups (grandparent first) and other known parents all at once and

@@ -29,10 +29,7 @@ impl Overlay {
             self.next_standby = None;
             return;
         }
-        // Jitter of ±25%, like improvement.
-        let base = self.config.standby_interval;
-        let jitter = (self.next_random() % 500) as f64 / 1000.0 - 0.25;
-        self.next_standby = Some(now + base.mul_f64(1.0 + jitter));
+        self.next_standby = Some(self.jittered(now, self.config.standby_interval));
     }
 
     /// The parent's backups that survive its crash: shallower than us (so not our
