@@ -115,8 +115,8 @@ impl NodeConfig {
             },
             cache_groups: 2,
             connect_timeout: Duration::from_secs(5),
-            // A crashed parent is noticed within ~0.45 s, so that with the repair a viewer
-            // with a 1 s playout buffer does not stall.
+            // A crashed parent is noticed within ~0.3-0.4 s, so that with the repair (one
+            // round trip to the standby) a 1 s playout buffer covers the gap.
             idle_timeout: Duration::from_millis(300),
             keep_alive: Duration::from_millis(100),
             child_silence: None,

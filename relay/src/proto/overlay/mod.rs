@@ -120,7 +120,8 @@ pub struct Overlay {
     fresh_after: Option<Instant>,
     /// The lost parent's backups, for the repair probe.
     repair_backups: Vec<Candidate>,
-    /// The grandparent takeover was tried first; probe the backups if it fails.
+    /// A standby (or the heir's claim) was tried first: if it fails, choose among the
+    /// backups probed meanwhile (`repair_pending`) instead of following redirects.
     repair_probe_due: bool,
     /// The standby a repair attached to first, if any.
     standby_attempt: Option<NodeId>,
