@@ -423,6 +423,7 @@ fn a_node_full_of_stale_measurements_still_discovers_room() {
                             rooted: true,
                             depth: 3,
                             free: 2,
+                            capacity: 4,
                             movable: 0,
                             candidates: vec![],
                         }
@@ -450,6 +451,7 @@ fn a_node_full_of_stale_measurements_still_discovers_room() {
                             rooted: true,
                             depth: 1,
                             free: 0,
+                            capacity: 4,
                             movable: 0,
                             candidates,
                         }
@@ -521,6 +523,7 @@ fn a_child_told_to_go_does_not_stay_when_the_offered_parents_fail() {
         rooted: true,
         depth: 0,
         free: 1,
+        capacity: 8,
         movable: 0,
         candidates: Vec::new(),
     };

@@ -172,7 +172,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                 }
                 let (reply, movable) = {
                     let o = lock(&shared.overlay);
-                    (o.probe_reply(&peer), o.movable())
+                    (o.probe_reply(Instant::now(), &peer), o.movable())
                 };
                 let (rooted, depth, free, capacity, candidates) = reply;
                 let reply = ControlMessage::ProbeReply {

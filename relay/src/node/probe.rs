@@ -128,13 +128,14 @@ pub(crate) async fn probe(
                 rooted,
                 depth,
                 free,
+                capacity,
                 movable,
                 candidates,
-                ..
             })) => Ok(ProbeInfo {
                 rooted,
                 depth,
                 free,
+                capacity,
                 movable,
                 candidates,
             }),

@@ -123,8 +123,8 @@ impl Net {
         match action {
             Action::Probe(to) => {
                 let result = if self.alive.contains(&to.id) {
-                    let (rooted, depth, free, _, candidates) =
-                        self.nodes[&to.id].probe_reply(&from);
+                    let (rooted, depth, free, capacity, candidates) =
+                        self.nodes[&to.id].probe_reply(now, &from);
                     let movable = self.nodes[&to.id].movable();
                     Some((
                         self.rtt(from, to.id),
@@ -132,6 +132,7 @@ impl Net {
                             rooted,
                             depth,
                             free,
+                            capacity,
                             movable,
                             candidates,
                         },

@@ -1,11 +1,14 @@
 //! The child-facing side: answering probes and admitting, updating and losing children.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Action, Child, Overlay, OverlayEvent, Phase, Refusal, Refused};
 use crate::proto::addr::PeerAddr;
 use crate::proto::id::{NodeId, pair_order};
 use crate::proto::tree_msg::{Candidate, TreeInfo};
+
+/// How recent what we know of another node must be for us to pass it on.
+const SHARE_FRESH: Duration = Duration::from_secs(2);
 
 impl Overlay {
     /// Watch-only children, which a forwarding joiner may displace.
@@ -19,7 +22,11 @@ impl Overlay {
     /// joiners who all ask the same node then spread over its free slots instead of all
     /// racing for the first one (measured in the simulator: most attach attempts of a
     /// crowd were refusals before).
-    pub fn probe_reply(&self, asker: &NodeId) -> (bool, u32, u32, u32, Vec<Candidate>) {
+    pub fn probe_reply(
+        &self,
+        now: Instant,
+        asker: &NodeId,
+    ) -> (bool, u32, u32, u32, Vec<Candidate>) {
         let mut cands: Vec<Candidate> = Vec::new();
         let mut kids: Vec<(&NodeId, &Child)> = self.children.iter().collect();
         kids.sort_by_cached_key(|(id, c)| (c.free == 0, pair_order(asker, id)));
@@ -60,7 +67,8 @@ impl Overlay {
             }
         }
         if cands.len() < crate::proto::tree_msg::MAX_CANDIDATES {
-            cands.extend(self.known.share(8, &exclude));
+            let since = now.checked_sub(SHARE_FRESH).unwrap_or(now);
+            cands.extend(self.known.share(8, &exclude, since));
         }
         cands.truncate(crate::proto::tree_msg::MAX_CANDIDATES);
         (
@@ -84,8 +92,7 @@ impl Overlay {
         capacity: u32,
         replaces: Option<NodeId>,
     ) -> Result<TreeInfo, Refused> {
-        let _ = now;
-        let redirect = self.redirect_list(&addr.id);
+        let redirect = self.redirect_list(now, &addr.id);
         if self.phase == Phase::Leaving {
             return Err(Refused {
                 why: Refusal::Leaving,
@@ -104,6 +111,7 @@ impl Overlay {
                 redirect,
             });
         }
+        let mut displaced = false;
         if self.children.contains_key(&addr.id) {
             // A re-subscription of a known child (e.g. after a reconnect): keep its slot.
         } else if let Some(i) = replaces.and_then(|r| self.held.iter().position(|h| h.0 == r)) {
@@ -143,15 +151,22 @@ impl Overlay {
                     });
                 };
                 self.children.remove(&victim);
+                displaced = true;
                 let depth = self.depth().map_or(1, |d| d + 1);
-                self.actions.push_back(Action::MoveChild {
-                    child: victim,
-                    to: vec![Candidate {
-                        addr: addr.clone(),
-                        depth,
-                        free: capacity,
-                    }],
-                });
+                // The forwarder first, then where else our subtree has room: the
+                // forwarder's slots may be gone by the time the child gets there (a
+                // crowd is joining), and it is fed by us until it has moved.
+                let mut to = vec![Candidate {
+                    addr: addr.clone(),
+                    depth,
+                    free: capacity,
+                }];
+                to.extend(self.redirect_list(now, &victim).into_iter().filter(|c| {
+                    c.free > 0 && c.addr.id != addr.id && c.depth > depth.saturating_sub(1)
+                }));
+                to.truncate(crate::proto::tree_msg::MAX_CANDIDATES);
+                self.actions
+                    .push_back(Action::MoveChild { child: victim, to });
             }
         }
         self.children.insert(
@@ -159,7 +174,9 @@ impl Overlay {
             Child {
                 addr: addr.clone(),
                 capacity,
-                free: capacity,
+                // One of its slots is promised to the child it displaced: not ours to
+                // offer (until its own status says otherwise).
+                free: capacity.saturating_sub(u32::from(displaced)),
                 subtree: 1,
                 rooms: Vec::new(),
             },

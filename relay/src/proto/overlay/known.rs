@@ -13,7 +13,11 @@ use crate::proto::tree_msg::Candidate;
 /// One possible parent.
 #[derive(Clone, Debug)]
 pub(crate) struct Known {
+    /// Its address and depth, and in `free` the room it has for us (watch-only children
+    /// a forwarder may displace count; slots kept for forwarders do not if we are not).
     pub cand: Candidate,
+    /// Its free slots as it told them: what we pass on.
+    pub told_free: u32,
     /// Measured round-trip time, once probed.
     pub rtt: Option<Duration>,
     /// Whether it said it is connected to the origin.
@@ -80,6 +84,7 @@ impl KnownSet {
                 // except for a changed address.
                 if k.rtt.is_none() {
                     k.cand = c.clone();
+                    k.told_free = c.free;
                 }
                 k.cand.addr = c.addr.clone();
                 k.seen = now;
@@ -90,6 +95,7 @@ impl KnownSet {
                     c.addr.id,
                     Known {
                         cand: c.clone(),
+                        told_free: c.free,
                         rtt: None,
                         rooted: true,
                         seen: now,
@@ -101,7 +107,9 @@ impl KnownSet {
         }
     }
 
-    /// Records what a node told us about itself and how far it is.
+    /// Records what a node told us about itself and how far it is: `free` slots as it
+    /// told them, `room` of them for us.
+    #[allow(clippy::too_many_arguments)]
     pub fn probed(
         &mut self,
         now: Instant,
@@ -110,6 +118,7 @@ impl KnownSet {
         rooted: bool,
         depth: u32,
         free: u32,
+        room: u32,
     ) {
         if addr.id == self.me || self.is_banned(&addr.id, now) {
             return;
@@ -125,8 +134,9 @@ impl KnownSet {
                 cand: Candidate {
                     addr: addr.clone(),
                     depth,
-                    free,
+                    free: room,
                 },
+                told_free: free,
                 rtt: Some(rtt),
                 rooted,
                 seen: now,
@@ -201,6 +211,19 @@ impl KnownSet {
             tie,
             tie_abs,
         )
+    }
+
+    /// The RTT of the nearest of the parents [`KnownSet::best`] chooses among.
+    pub fn nearest_rtt(
+        &self,
+        now: Instant,
+        exclude: &[NodeId],
+        fresh_after: Option<Instant>,
+    ) -> Option<Duration> {
+        self.eligible(now, exclude, fresh_after)
+            .iter()
+            .filter_map(|k| k.rtt)
+            .min()
     }
 
     /// Like [`KnownSet::best`], among `ids` only, measured since `since`.
@@ -316,18 +339,27 @@ impl KnownSet {
         out
     }
 
-    /// Up to `n` candidates to tell others about (room first, shallower first).
-    pub fn share(&self, n: usize, exclude: &[NodeId]) -> Vec<Candidate> {
+    /// Up to `n` candidates to tell others about (room first, shallower first), learnt
+    /// since `since`: free slots go fast while a crowd joins, and a stale "room" draws
+    /// every joiner that hears of it into a probe and an attach that fail.
+    pub fn share(&self, n: usize, exclude: &[NodeId], since: Instant) -> Vec<Candidate> {
         // The best n + |exclude| first, then the exclusions: checking every entry against
         // the list cost a fifth of a large simulation.
-        let mut v: Vec<&Known> = self.map.values().filter(|k| k.rooted).collect();
+        let mut v: Vec<&Known> = self
+            .map
+            .values()
+            .filter(|k| k.rooted && k.measured.unwrap_or(k.seen) >= since)
+            .collect();
         smallest(&mut v, n + exclude.len(), |k| {
-            (k.cand.free == 0, k.cand.depth, k.cand.addr.id)
+            (k.told_free == 0, k.cand.depth, k.cand.addr.id)
         });
         v.into_iter()
             .filter(|k| !exclude.contains(&k.cand.addr.id))
             .take(n)
-            .map(|k| k.cand.clone())
+            .map(|k| Candidate {
+                free: k.told_free,
+                ..k.cand.clone()
+            })
             .collect()
     }
 
@@ -408,7 +440,7 @@ mod tests {
         // Two measured parents with room, then many heard-of ones.
         for b in [1, 2] {
             let c = cand(b, 1);
-            k.probed(t0, &c.addr, Duration::from_millis(5), true, 1, 1);
+            k.probed(t0, &c.addr, Duration::from_millis(5), true, 1, 1, 1);
         }
         for b in 10..200u8 {
             k.hear(t0 + Duration::from_millis(u64::from(b)), &cand(b, 1));

@@ -10,7 +10,10 @@
 //! - **Join**: probe the bootstrap nodes; each answers with its depth, free slots and the
 //!   candidate parents it knows (its children with room first). Probe the most promising
 //!   of those (a few rounds at most), then attach to the nearest with room, preferring a
-//!   shallower one among near-ties. A full or unsuitable parent refuses with a redirect.
+//!   shallower one among near-ties. A round ends as soon as the probes still out can no
+//!   longer win (unanswered after twice the near-tie margin of the nearest with room).
+//!   A full or unsuitable parent refuses with a redirect; a joiner refused for lack of
+//!   room tries the rooms below the refuser first (fresh from its children's reports).
 //! - **Loop freedom**: a node accepts children only while it is *rooted* (its ancestors
 //!   reach the origin) and never accepts one of its own ancestors. Every parent tells its
 //!   children their path from the origin; a node that finds itself in its own path has
@@ -74,6 +77,7 @@ enum Phase {
         round: usize,
         outstanding: Vec<NodeId>,
         deadline: Instant,
+        started: Instant,
     },
     /// Waiting for an attach. `queue` holds the next parents to try on failure.
     Attaching {
@@ -284,13 +288,23 @@ impl Overlay {
         match result {
             Some((rtt, info)) => {
                 // A forwarder counts watch-only children as room: it may take their slot.
+                // A watch-only node does not count the slots a parent keeps for
+                // forwarders (`reserve`, ours being the network's default) while it
+                // has room below to offer instead, as `handle_child_request` does;
+                // attaching there would only be refused.
+                let room_below = info
+                    .candidates
+                    .iter()
+                    .any(|c| c.free > 0 && c.depth > info.depth);
                 let free = if self.config.capacity > 0 {
                     info.free.saturating_add(info.movable)
+                } else if info.capacity >= 2 && room_below {
+                    info.free.saturating_sub(self.config.reserve)
                 } else {
                     info.free
                 };
                 self.known
-                    .probed(now, addr, rtt, info.rooted, info.depth, free);
+                    .probed(now, addr, rtt, info.rooted, info.depth, info.free, free);
                 for c in &info.candidates {
                     self.known.hear(now, c);
                 }
@@ -310,14 +324,20 @@ impl Overlay {
             outstanding.retain(|id| *id != addr.id);
             round_done = outstanding.is_empty();
         }
-        if round_done {
+        let decided = self.round_decided_at(now);
+        if round_done || decided.is_some_and(|t| t <= now) {
             self.after_probe_round(now);
-        } else if self.fresh_after.is_some() && matches!(self.phase, Phase::Probing { .. }) {
-            // Repairing: once a live parent with room has answered, give the others only
-            // a moment more; the dead ones would never answer.
-            let found = self.best_parent(now).is_some();
-            if found && let Phase::Probing { deadline, .. } = &mut self.phase {
-                *deadline = (*deadline).min(now + self.config.repair_grace);
+        } else if let Some(at) = decided {
+            // A parent with room is in hand: wait only until the probes still out could
+            // no longer win, and while repairing only a moment more in any case (the
+            // dead ones would never answer).
+            let grace = if self.fresh_after.is_some() {
+                now + self.config.repair_grace
+            } else {
+                at
+            };
+            if let Phase::Probing { deadline, .. } = &mut self.phase {
+                *deadline = (*deadline).min(at).min(grace);
             }
         }
     }
@@ -375,6 +395,23 @@ impl Overlay {
                             .iter()
                             .filter(|c| c.free > 0 && !exclude.contains(&c.addr.id))
                             .filter(|c| self.known.get(&c.addr.id).is_some())
+                            .map(|c| c.addr.clone())
+                            .collect();
+                        queue.retain(|a| !fresh.contains(a));
+                        queue.splice(0..0, fresh);
+                    } else if matches!(self.seeking, Seeking::Join(_)) && r.why == Refusal::Full {
+                        // Joining: the refuser's own subtree rooms (listed first, in an
+                        // order of our own, known to it from its children's reports) are
+                        // near the parent we chose and fresher than anything we probed.
+                        let depth = self.known.get(&addr.id).map_or(u32::MAX, |k| k.cand.depth);
+                        let exclude = self.exclude_list();
+                        let fresh: Vec<PeerAddr> = r
+                            .redirect
+                            .iter()
+                            .filter(|c| {
+                                c.free > 0 && c.depth > depth && !exclude.contains(&c.addr.id)
+                            })
+                            .take(2)
                             .map(|c| c.addr.clone())
                             .collect();
                         queue.retain(|a| !fresh.contains(a));
@@ -463,7 +500,7 @@ impl Overlay {
         let depth = p.info.path.len().saturating_sub(1) as u32;
         let (addr, rooted) = (p.addr.clone(), p.info.rooted);
         // Its free slots do not matter: our parent is never a candidate to move to.
-        self.known.probed(now, &addr, rtt, rooted, depth, 0);
+        self.known.probed(now, &addr, rtt, rooted, depth, 0, 0);
     }
 
     /// Leave in order: hand the children over (then the driver closes when they are gone

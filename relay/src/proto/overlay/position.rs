@@ -1,5 +1,7 @@
 //! Telling children their place in the tree, and the parent where there is room.
 
+use std::time::Instant;
+
 use super::{Action, Overlay};
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::{Candidate, TreeInfo};
@@ -99,8 +101,8 @@ impl Overlay {
             })
     }
 
-    pub(super) fn redirect_list(&self, asker: &NodeId) -> Vec<Candidate> {
-        let (_, _, _, _, mut cands) = self.probe_reply(asker);
+    pub(super) fn redirect_list(&self, now: Instant, asker: &NodeId) -> Vec<Candidate> {
+        let (_, _, _, _, mut cands) = self.probe_reply(now, asker);
         cands.retain(|c| c.addr.id != *asker);
         cands
     }

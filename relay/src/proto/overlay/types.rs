@@ -197,6 +197,8 @@ pub struct ProbeInfo {
     pub depth: u32,
     /// Its free slots.
     pub free: u32,
+    /// The child slots it offers in all.
+    pub capacity: u32,
     /// Watch-only children a forwarder may displace.
     pub movable: u32,
     /// Candidates it knows.

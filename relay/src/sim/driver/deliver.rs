@@ -56,7 +56,8 @@ impl Sim {
                     );
                     return;
                 };
-                let (rooted, depth, free, capacity, candidates) = o.probe_reply(&node_id(from));
+                let (rooted, depth, free, capacity, candidates) =
+                    o.probe_reply(self.at(now), &node_id(from));
                 let movable = o.movable();
                 let msg = ControlMessage::ProbeReply {
                     rooted,
@@ -74,6 +75,7 @@ impl Sim {
                     rooted,
                     depth,
                     free,
+                    capacity,
                     movable,
                     candidates,
                 };

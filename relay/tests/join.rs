@@ -1,0 +1,247 @@
+//! Deterministic tests of joining while a crowd joins: a probe round that does not wait
+//! for probes that can no longer win, refusals that point into the refuser's subtree,
+//! slots a watch-only joiner would be refused, what a node passes on about others, and
+//! a watch-only child displaced by a forwarder.
+//!
+//! The joiner is driven by hand (actions drained, answers given at chosen instants), as
+//! the node and the simulator drive it.
+
+mod overlay_net;
+
+use std::time::{Duration, Instant};
+
+use overlay_net::Net;
+use treecast_relay::proto::addr::PeerAddr;
+use treecast_relay::proto::id::NodeId;
+use treecast_relay::proto::overlay::*;
+use treecast_relay::proto::tree_msg::{Candidate, TreeInfo};
+
+fn addr(b: u8) -> PeerAddr {
+    PeerAddr {
+        id: NodeId::from_bytes([b; 32]),
+        host: format!("10.0.0.{b}:4433").into(),
+    }
+}
+
+fn cand(b: u8, depth: u32, free: u32) -> Candidate {
+    Candidate {
+        addr: addr(b),
+        depth,
+        free,
+    }
+}
+
+fn info(depth: u32, free: u32, capacity: u32, candidates: Vec<Candidate>) -> ProbeInfo {
+    ProbeInfo {
+        rooted: true,
+        depth,
+        free,
+        capacity,
+        movable: 0,
+        candidates,
+    }
+}
+
+fn joiner(capacity: u32) -> Overlay {
+    let cfg = OverlayConfig {
+        capacity,
+        ..OverlayConfig::default()
+    };
+    Overlay::new(NodeId::from_bytes([200; 32]), cfg, 7)
+}
+
+fn drain(o: &mut Overlay) -> Vec<Action> {
+    std::iter::from_fn(|| o.poll_action()).collect()
+}
+
+fn probes(actions: &[Action]) -> Vec<PeerAddr> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Probe(to) => Some(to.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn attach_to(actions: &[Action]) -> Option<PeerAddr> {
+    actions.iter().find_map(|a| match a {
+        Action::Attach { to, .. } => Some(to.clone()),
+        _ => None,
+    })
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Joins via the origin (1), which is full and names `named`; returns the joiner after
+/// the origin's answer, with the probes of the next round.
+fn after_origin(capacity: u32, t0: Instant, named: Vec<Candidate>) -> (Overlay, Vec<PeerAddr>) {
+    let mut j = joiner(capacity);
+    j.handle_join(t0, vec![addr(1)]);
+    assert_eq!(probes(&drain(&mut j)), vec![addr(1)]);
+    let t1 = t0 + 100 * MS;
+    j.handle_probe_result(t1, &addr(1), Some((50 * MS, info(0, 0, 4, named))));
+    let next = probes(&drain(&mut j));
+    (j, next)
+}
+
+#[test]
+fn a_probe_round_ends_once_the_probes_still_out_cannot_win() {
+    let t0 = Instant::now();
+    let (mut j, round) = after_origin(2, t0, vec![cand(2, 1, 2), cand(3, 1, 2)]);
+    assert_eq!(round.len(), 2);
+    let started = t0 + 100 * MS;
+    // The near one answers (10 ms away); the far one (3) does not.
+    j.handle_probe_result(
+        started + 20 * MS,
+        &addr(2),
+        Some((10 * MS, info(1, 2, 2, vec![]))),
+    );
+    assert!(drain(&mut j).is_empty(), "3 could still be as near");
+    // A node unanswered after twice the near-tie margin of 10 ms (14 ms) is farther than
+    // that: the round is decided long before its 1.5 s timeout.
+    let due = j.poll_timeout().expect("a timer");
+    assert!(
+        due <= started + 28 * MS,
+        "due {:?} after the round began",
+        due - started
+    );
+    j.handle_timeout(due);
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
+}
+
+#[test]
+fn a_round_waits_for_probes_that_may_still_be_nearer() {
+    let t0 = Instant::now();
+    let (mut j, _) = after_origin(2, t0, vec![cand(2, 1, 2), cand(3, 1, 2)]);
+    let started = t0 + 100 * MS;
+    // The only answer so far is 200 ms away: 3 may well be nearer, so keep waiting.
+    j.handle_probe_result(
+        started + 400 * MS,
+        &addr(2),
+        Some((200 * MS, info(1, 2, 2, vec![]))),
+    );
+    assert!(drain(&mut j).is_empty());
+    j.handle_probe_result(
+        started + 420 * MS,
+        &addr(3),
+        Some((30 * MS, info(1, 2, 2, vec![]))),
+    );
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(3)));
+}
+
+#[test]
+fn a_joiner_refused_by_a_full_parent_tries_the_rooms_below_it_first() {
+    let t0 = Instant::now();
+    let (mut j, _) = after_origin(2, t0, vec![cand(2, 1, 1), cand(3, 1, 1)]);
+    // Both answer before the round is decided (10 ms: 28 ms after it began).
+    let t1 = t0 + 115 * MS;
+    j.handle_probe_result(t1, &addr(2), Some((10 * MS, info(1, 1, 2, vec![]))));
+    j.handle_probe_result(t1, &addr(3), Some((12 * MS, info(1, 1, 2, vec![]))));
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
+    // 2 filled up meanwhile; it names its child 5 (room) and a stale node 6 elsewhere.
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(5, 2, 2), cand(6, 1, 3)],
+    };
+    j.handle_attach_result(t1 + 20 * MS, &addr(2), Err(Some(refused)));
+    // 5, fresh from 2's own children, before 3 (probed earlier) and 6 (second-hand).
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(5)));
+    j.handle_attach_result(t1 + 40 * MS, &addr(5), Err(None));
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(3)));
+}
+
+#[test]
+fn a_watch_only_joiner_skips_a_last_slot_kept_for_forwarders() {
+    let t0 = Instant::now();
+    let (mut j, round) = after_origin(0, t0, vec![cand(2, 1, 1)]);
+    assert_eq!(round, vec![addr(2)]);
+    // 2 has one slot left and room below it (its child 5): it would refuse a watch-only
+    // node, so the joiner looks at 5 instead.
+    let t1 = t0 + 200 * MS;
+    j.handle_probe_result(
+        t1,
+        &addr(2),
+        Some((10 * MS, info(1, 1, 3, vec![cand(5, 2, 2)]))),
+    );
+    let actions = drain(&mut j);
+    assert_eq!(attach_to(&actions), None, "{actions:?}");
+    assert_eq!(probes(&actions), vec![addr(5)]);
+    j.handle_probe_result(
+        t1 + 30 * MS,
+        &addr(5),
+        Some((20 * MS, info(2, 2, 2, vec![]))),
+    );
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(5)));
+}
+
+#[test]
+fn a_node_passes_on_only_fresh_news_of_others_and_their_own_count_of_free_slots() {
+    let t0 = Instant::now();
+    // A forwarder counts a watch-only child of 2's as room for itself...
+    let (mut j, round) = after_origin(2, t0, vec![cand(2, 1, 1)]);
+    assert_eq!(round, vec![addr(2)]);
+    let t1 = t0 + 200 * MS;
+    let mut full = info(1, 0, 2, vec![]);
+    full.movable = 1;
+    j.handle_probe_result(t1, &addr(2), Some((10 * MS, full)));
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
+    j.handle_attach_result(
+        t1,
+        &addr(2),
+        Ok(TreeInfo {
+            rooted: true,
+            path: vec![addr(1).id, addr(2).id],
+            backups: vec![],
+        }),
+    );
+    drain(&mut j);
+    let asker = addr(99).id;
+    let listed = |j: &Overlay, at: Instant, b: u8| {
+        let (_, _, _, _, cands) = j.probe_reply(at, &asker);
+        cands.into_iter().find(|c| c.addr == addr(b))
+    };
+    // ...but tells others 2 is full, as 2 said.
+    assert_eq!(listed(&j, t1 + 500 * MS, 2).map(|c| c.free), Some(0));
+    assert_eq!(listed(&j, t1 + 500 * MS, 1).map(|c| c.free), Some(0));
+    // News more than two seconds old is not passed on: slots go fast in a crowd.
+    assert!(listed(&j, t1 + 3000 * MS, 1).is_none());
+}
+
+/// The origin (2 slots) with a watch-only child and a forwarder whose subtree has room.
+#[test]
+fn a_displaced_watch_only_child_is_offered_more_than_the_forwarder_that_took_its_slot() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    let viewer = net.add(0, (1.0, 0.0));
+    net.join(viewer, o);
+    let relay = net.add(3, (2.0, 0.0));
+    net.join(relay, o);
+    assert_eq!(net.nodes[&relay].parent().map(|p| p.id), Some(o));
+    let now = net.now;
+    let newcomer = addr(77);
+    let origin = net.node(o);
+    let tree = origin.handle_child_request(now, &newcomer, 2, None);
+    assert!(
+        tree.is_ok(),
+        "a forwarder takes the viewer's slot: {tree:?}"
+    );
+    let moved = drain(origin)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::MoveChild { child, to } => Some((child, to)),
+            _ => None,
+        })
+        .expect("the viewer is moved");
+    assert_eq!(moved.0, viewer);
+    let to: Vec<PeerAddr> = moved.1.iter().map(|c| c.addr.clone()).collect();
+    assert_eq!(to[0], newcomer, "the forwarder first");
+    assert!(
+        to.contains(&net.addr[&relay]),
+        "then the room below: {to:?}"
+    );
+    // One of the newcomer's two slots is the viewer's: others are told of one only.
+    let (_, _, _, _, cands) = net.nodes[&o].probe_reply(now, &addr(98).id);
+    let listed = cands.iter().find(|c| c.addr == newcomer).map(|c| c.free);
+    assert_eq!(listed, Some(1));
+}
