@@ -4,13 +4,13 @@
 
 mod overlay_net;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use overlay_net::Net;
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
-use treecast_relay::proto::tree_msg::TreeInfo;
+use treecast_relay::proto::tree_msg::{Candidate, TreeInfo};
 
 /// Origin `o` (one slot) <- relay `a` <- relay `k`.
 fn chain() -> (Net, [NodeId; 3]) {
@@ -212,4 +212,90 @@ fn a_parent_names_one_heir_and_tells_the_new_one_when_it_changes() {
 /// Whether this node's parent named it heir (its grandparent is offered with a slot).
 fn heir_marked(n: &Overlay) -> bool {
     n.backups().first().is_some_and(|g| g.free > 0)
+}
+
+/// A node whose standby (an uncle, measured with room) has filled up by the time the
+/// parent crashes takes a room the standby names below itself, without a probe round.
+#[test]
+fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
+    let addr = |b: u8| PeerAddr {
+        id: NodeId::from_bytes([b; 32]),
+        host: format!("10.0.0.{b}:4433").into(),
+    };
+    let cand = |b: u8, depth: u32, free: u32| Candidate {
+        addr: addr(b),
+        depth,
+        free,
+    };
+    let (g, p, u, room) = (addr(1), addr(2), addr(3), addr(4));
+    let cfg = OverlayConfig {
+        capacity: 2,
+        ..OverlayConfig::default()
+    };
+    let mut x = Overlay::new(NodeId::from_bytes([9; 32]), cfg, 7);
+    let drain = |x: &mut Overlay| std::iter::from_fn(|| x.poll_action()).collect::<Vec<_>>();
+    let t0 = Instant::now();
+    x.handle_join(t0, vec![p.clone()]);
+    drain(&mut x);
+    let reply = ProbeInfo {
+        rooted: true,
+        depth: 1,
+        free: 1,
+        capacity: 2,
+        movable: 0,
+        candidates: Vec::new(),
+    };
+    x.handle_probe_result(t0, &p, Some((Duration::from_millis(10), reply)));
+    assert!(drain(&mut x).contains(&Action::Attach {
+        to: p.clone(),
+        replaces: None
+    }));
+    // Attached under p (under g); the uncle u has room. Not p's heir: g is full for us.
+    let tree = TreeInfo {
+        rooted: true,
+        path: vec![g.id, p.id],
+        backups: vec![cand(1, 0, 0), cand(3, 1, 1)],
+    };
+    x.handle_attach_result(t0, &p, Ok(tree));
+    drain(&mut x);
+    // The standby refresh measures u (room) and g.
+    let due = x.poll_timeout().expect("a standby refresh");
+    x.handle_timeout(due);
+    let probed = drain(&mut x);
+    assert!(probed.contains(&Action::Probe(u.clone())), "{probed:?}");
+    let answer = |depth, free| ProbeInfo {
+        rooted: true,
+        depth,
+        free,
+        capacity: 2,
+        movable: 0,
+        candidates: Vec::new(),
+    };
+    x.handle_probe_result(due, &u, Some((Duration::from_millis(8), answer(1, 1))));
+    x.handle_probe_result(due, &g, Some((Duration::from_millis(12), answer(0, 0))));
+    // p crashes: straight to the standby u.
+    let t1 = due + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &p.id);
+    let acts = drain(&mut x);
+    assert!(
+        acts.contains(&Action::Attach {
+            to: u.clone(),
+            replaces: None
+        }),
+        "{acts:?}"
+    );
+    // u filled up meanwhile and names its child with room: that is the next try.
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(4, 2, 2), cand(1, 0, 0)],
+    };
+    x.handle_attach_result(t1 + Duration::from_millis(10), &u, Err(Some(refused)));
+    let acts = drain(&mut x);
+    assert!(
+        acts.contains(&Action::Attach {
+            to: room.clone(),
+            replaces: None
+        }),
+        "{acts:?}"
+    );
 }

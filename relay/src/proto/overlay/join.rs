@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use super::{Action, Overlay, OverlayEvent, Parent, Phase, Seeking};
+use super::{Action, Overlay, OverlayEvent, Parent, Phase, Refusal, Refused, Seeking};
 use crate::proto::addr::PeerAddr;
 use crate::proto::id::NodeId;
-use crate::proto::tree_msg::TreeInfo;
+use crate::proto::tree_msg::{Candidate, TreeInfo};
 
 impl Overlay {
     pub(super) fn seek(&mut self, now: Instant) {
@@ -149,6 +149,40 @@ impl Overlay {
                     deadline: now + pause,
                 };
             }
+        }
+    }
+
+    /// Which of a refuser's redirects to try before the rest of the queue.
+    ///
+    /// Repairing, every moment counts: all its parents with room (near it, fresher than
+    /// what we probed) go first; not from a refuser cut off from the origin itself.
+    /// Joining, or after the standby refused, only two of the rooms below the refuser
+    /// (listed first, in an order of our own, from its children's reports): near the
+    /// parent we chose, and fresher than anything we probed.
+    pub(super) fn redirect_first(&self, refuser: &NodeId, r: &Refused) -> Vec<PeerAddr> {
+        if r.why != Refusal::Full {
+            return Vec::new();
+        }
+        let exclude = self.exclude_list();
+        let usable = |c: &&Candidate| c.free > 0 && !exclude.contains(&c.addr.id);
+        match self.seeking {
+            Seeking::Repair(_) if !self.repair_probe_due => r
+                .redirect
+                .iter()
+                .filter(usable)
+                .map(|c| c.addr.clone())
+                .collect(),
+            Seeking::Join(_) | Seeking::Repair(_) => {
+                let depth = self.known.get(refuser).map_or(u32::MAX, |k| k.cand.depth);
+                r.redirect
+                    .iter()
+                    .filter(usable)
+                    .filter(|c| c.depth > depth)
+                    .take(2)
+                    .map(|c| c.addr.clone())
+                    .collect()
+            }
+            _ => Vec::new(),
         }
     }
 

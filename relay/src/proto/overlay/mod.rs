@@ -381,42 +381,9 @@ impl Overlay {
                     for c in &r.redirect {
                         self.known.hear(now, c);
                     }
-                    // Repairing, every moment counts: the refuser's redirects (parents
-                    // with room near it, fresher than what we probed) go first. Not
-                    // after a standby (the backups probed meanwhile are better known),
-                    // and not from a refuser cut off from the origin itself.
-                    if matches!(self.seeking, Seeking::Repair(_))
-                        && !self.repair_probe_due
-                        && r.why == Refusal::Full
-                    {
-                        let exclude = self.exclude_list();
-                        let fresh: Vec<PeerAddr> = r
-                            .redirect
-                            .iter()
-                            .filter(|c| c.free > 0 && !exclude.contains(&c.addr.id))
-                            .filter(|c| self.known.get(&c.addr.id).is_some())
-                            .map(|c| c.addr.clone())
-                            .collect();
-                        queue.retain(|a| !fresh.contains(a));
-                        queue.splice(0..0, fresh);
-                    } else if matches!(self.seeking, Seeking::Join(_)) && r.why == Refusal::Full {
-                        // Joining: the refuser's own subtree rooms (listed first, in an
-                        // order of our own, known to it from its children's reports) are
-                        // near the parent we chose and fresher than anything we probed.
-                        let depth = self.known.get(&addr.id).map_or(u32::MAX, |k| k.cand.depth);
-                        let exclude = self.exclude_list();
-                        let fresh: Vec<PeerAddr> = r
-                            .redirect
-                            .iter()
-                            .filter(|c| {
-                                c.free > 0 && c.depth > depth && !exclude.contains(&c.addr.id)
-                            })
-                            .take(2)
-                            .map(|c| c.addr.clone())
-                            .collect();
-                        queue.retain(|a| !fresh.contains(a));
-                        queue.splice(0..0, fresh);
-                    }
+                    let first = self.redirect_first(&addr.id, &r);
+                    queue.retain(|a| !first.contains(a));
+                    queue.splice(0..0, first);
                 }
                 self.try_next(now, queue);
             }
