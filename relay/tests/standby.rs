@@ -218,84 +218,215 @@ fn heir_marked(n: &Overlay) -> bool {
 /// parent crashes takes a room the standby names below itself, without a probe round.
 #[test]
 fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
-    let addr = |b: u8| PeerAddr {
+    // Not p's heir (the grandparent 1 is full for us); the uncle 3 has room.
+    let (mut x, _) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 1)]);
+    let due = x.poll_timeout().expect("a standby refresh");
+    x.handle_timeout(due);
+    let probed = drain(&mut x);
+    assert!(probed.contains(&Action::Probe(addr(3))), "{probed:?}");
+    x.handle_probe_result(
+        due,
+        &addr(3),
+        Some((Duration::from_millis(8), answer(1, 1, vec![]))),
+    );
+    x.handle_probe_result(
+        due,
+        &addr(1),
+        Some((Duration::from_millis(12), answer(0, 0, vec![]))),
+    );
+    // p crashes: straight to the standby 3.
+    let t1 = due + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert!(
+        acts.contains(&Action::Attach {
+            to: addr(3),
+            replaces: None
+        }),
+        "{acts:?}"
+    );
+    // 3 filled up meanwhile and names its child with room: that is the next try.
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(4, 2, 2), cand(1, 0, 0)],
+    };
+    x.handle_attach_result(t1 + Duration::from_millis(10), &addr(3), Err(Some(refused)));
+    let acts = drain(&mut x);
+    assert!(
+        acts.contains(&Action::Attach {
+            to: addr(4),
+            replaces: None
+        }),
+        "{acts:?}"
+    );
+}
+
+fn addr(b: u8) -> PeerAddr {
+    PeerAddr {
         id: NodeId::from_bytes([b; 32]),
         host: format!("10.0.0.{b}:4433").into(),
-    };
-    let cand = |b: u8, depth: u32, free: u32| Candidate {
+    }
+}
+
+fn cand(b: u8, depth: u32, free: u32) -> Candidate {
+    Candidate {
         addr: addr(b),
         depth,
         free,
-    };
-    let (g, p, u, room) = (addr(1), addr(2), addr(3), addr(4));
+    }
+}
+
+fn answer(depth: u32, free: u32, candidates: Vec<Candidate>) -> ProbeInfo {
+    ProbeInfo {
+        rooted: true,
+        depth,
+        free,
+        capacity: 2,
+        movable: 0,
+        candidates,
+    }
+}
+
+fn drain(x: &mut Overlay) -> Vec<Action> {
+    std::iter::from_fn(|| x.poll_action()).collect()
+}
+
+/// A node settled under `p` (2) whose parent gave it `backups`; returns it and the
+/// instant it attached.
+fn settled_under_p(backups: Vec<Candidate>) -> (Overlay, Instant) {
     let cfg = OverlayConfig {
         capacity: 2,
         ..OverlayConfig::default()
     };
     let mut x = Overlay::new(NodeId::from_bytes([9; 32]), cfg, 7);
-    let drain = |x: &mut Overlay| std::iter::from_fn(|| x.poll_action()).collect::<Vec<_>>();
     let t0 = Instant::now();
-    x.handle_join(t0, vec![p.clone()]);
+    x.handle_join(t0, vec![addr(2)]);
     drain(&mut x);
-    let reply = ProbeInfo {
-        rooted: true,
-        depth: 1,
-        free: 1,
-        capacity: 2,
-        movable: 0,
-        candidates: Vec::new(),
-    };
-    x.handle_probe_result(t0, &p, Some((Duration::from_millis(10), reply)));
-    assert!(drain(&mut x).contains(&Action::Attach {
-        to: p.clone(),
-        replaces: None
-    }));
-    // Attached under p (under g); the uncle u has room. Not p's heir: g is full for us.
+    x.handle_probe_result(
+        t0,
+        &addr(2),
+        Some((Duration::from_millis(10), answer(1, 1, vec![]))),
+    );
+    drain(&mut x);
     let tree = TreeInfo {
         rooted: true,
-        path: vec![g.id, p.id],
-        backups: vec![cand(1, 0, 0), cand(3, 1, 1)],
+        path: vec![addr(1).id, addr(2).id],
+        backups,
     };
-    x.handle_attach_result(t0, &p, Ok(tree));
+    x.handle_attach_result(t0, &addr(2), Ok(tree));
     drain(&mut x);
-    // The standby refresh measures u (room) and g.
+    (x, t0)
+}
+
+/// In a full tree the uncles have no room, but below them there is: a room an uncle
+/// named becomes the standby, measured and attached to at once when the parent crashes.
+#[test]
+fn a_room_below_a_full_uncle_is_a_standby_too() {
+    // The grandparent 1 (full for us) and the uncle 3 (full).
+    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 0)]);
+    // A new position is measured within a second or so, not a whole interval.
     let due = x.poll_timeout().expect("a standby refresh");
+    assert!(due <= t0 + Duration::from_millis(1250), "{:?}", due - t0);
     x.handle_timeout(due);
     let probed = drain(&mut x);
-    assert!(probed.contains(&Action::Probe(u.clone())), "{probed:?}");
-    let answer = |depth, free| ProbeInfo {
-        rooted: true,
-        depth,
-        free,
-        capacity: 2,
-        movable: 0,
-        candidates: Vec::new(),
-    };
-    x.handle_probe_result(due, &u, Some((Duration::from_millis(8), answer(1, 1))));
-    x.handle_probe_result(due, &g, Some((Duration::from_millis(12), answer(0, 0))));
-    // p crashes: straight to the standby u.
+    assert!(probed.contains(&Action::Probe(addr(3))), "{probed:?}");
+    // The uncle names its child 5 with room (and, as probe replies do, some node it
+    // knows of at our grandparent's depth, which is no room below it).
+    let named = vec![cand(5, 2, 2), cand(6, 0, 3)];
+    x.handle_probe_result(
+        due,
+        &addr(3),
+        Some((Duration::from_millis(9), answer(1, 0, named))),
+    );
+    x.handle_probe_result(
+        due,
+        &addr(1),
+        Some((Duration::from_millis(12), answer(0, 0, vec![]))),
+    );
+    // The next refresh measures the room.
+    let due = x.poll_timeout().expect("the next refresh");
+    x.handle_timeout(due);
+    let probed = drain(&mut x);
+    assert!(probed.contains(&Action::Probe(addr(5))), "{probed:?}");
+    assert!(!probed.contains(&Action::Probe(addr(6))), "{probed:?}");
+    x.handle_probe_result(
+        due,
+        &addr(5),
+        Some((Duration::from_millis(15), answer(2, 2, vec![]))),
+    );
+    // The parent crashes: straight to 5.
     let t1 = due + Duration::from_secs(1);
-    x.handle_parent_lost(t1, &p.id);
+    x.handle_parent_lost(t1, &addr(2).id);
     let acts = drain(&mut x);
     assert!(
         acts.contains(&Action::Attach {
-            to: u.clone(),
+            to: addr(5),
             replaces: None
         }),
         "{acts:?}"
     );
-    // u filled up meanwhile and names its child with room: that is the next try.
+}
+
+/// A leaver's children that are not its heir do not ask for its slot; refused by a
+/// full grandparent, they take the rooms it names rather than old, full candidates.
+#[test]
+fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names() {
+    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0)]);
+    // Many parents measured long ago, with room then.
+    for b in 20..30 {
+        x.handle_probe_result(
+            t0,
+            &addr(b),
+            Some((Duration::from_millis(30), answer(3, 2, vec![]))),
+        );
+    }
+    drain(&mut x);
+    let t1 = t0 + Duration::from_secs(20);
+    x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1), cand(3, 1, 1)]);
+    let acts = drain(&mut x);
+    assert!(
+        acts.contains(&Action::Attach {
+            to: addr(1),
+            replaces: None
+        }),
+        "not the heir: no claim on the leaver's slot: {acts:?}"
+    );
     let refused = Refused {
         why: Refusal::Full,
-        redirect: vec![cand(4, 2, 2), cand(1, 0, 0)],
+        redirect: vec![cand(7, 2, 2), cand(3, 1, 1)],
     };
-    x.handle_attach_result(t1 + Duration::from_millis(10), &u, Err(Some(refused)));
+    x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
     let acts = drain(&mut x);
     assert!(
         acts.contains(&Action::Attach {
-            to: room.clone(),
+            to: addr(7),
             replaces: None
         }),
         "{acts:?}"
     );
+    // 7 and 3 fail too: after at most two of the old ones, it probes afresh.
+    x.handle_attach_result(t1, &addr(7), Err(None));
+    drain(&mut x);
+    x.handle_attach_result(t1, &addr(3), Err(None));
+    let mut tried = 0;
+    loop {
+        let acts = drain(&mut x);
+        match acts.iter().find_map(|a| match a {
+            Action::Attach { to, .. } => Some(to.clone()),
+            _ => None,
+        }) {
+            Some(to) => {
+                tried += 1;
+                x.handle_attach_result(t1, &to, Err(None));
+            }
+            None => {
+                assert!(
+                    acts.iter().any(|a| matches!(a, Action::Probe(_))),
+                    "{acts:?}"
+                );
+                break;
+            }
+        }
+    }
+    assert!(tried <= 2, "tried {tried} old candidates one by one");
 }

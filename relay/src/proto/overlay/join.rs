@@ -156,9 +156,9 @@ impl Overlay {
     ///
     /// Repairing, every moment counts: all its parents with room (near it, fresher than
     /// what we probed) go first; not from a refuser cut off from the origin itself.
-    /// Joining, or after the standby refused, only two of the rooms below the refuser
-    /// (listed first, in an order of our own, from its children's reports): near the
-    /// parent we chose, and fresher than anything we probed.
+    /// Joining, handed over, or after the standby refused, only two of the rooms below
+    /// the refuser (listed first, in an order of our own, from its children's reports):
+    /// near the parent we chose, and fresher than anything we probed.
     pub(super) fn redirect_first(&self, refuser: &NodeId, r: &Refused) -> Vec<PeerAddr> {
         if r.why != Refusal::Full {
             return Vec::new();
@@ -172,7 +172,7 @@ impl Overlay {
                 .filter(usable)
                 .map(|c| c.addr.clone())
                 .collect(),
-            Seeking::Join(_) | Seeking::Repair(_) => {
+            Seeking::Join(_) | Seeking::Repair(_) | Seeking::Handover => {
                 let depth = self.known.get(refuser).map_or(u32::MAX, |k| k.cand.depth);
                 r.redirect
                     .iter()
@@ -306,15 +306,16 @@ impl Overlay {
         self.repair_probe_due = false;
         self.standby_attempt = None;
         self.repair_pending.clear();
+        if old != Some(new_id) {
+            self.standby_rooms.clear();
+        }
         self.last_status = None;
         self.status_changed();
         self.tell_children();
         if self.next_improve.is_none() {
             self.schedule_improve(now);
         }
-        if self.next_standby.is_none() {
-            self.schedule_standby(now);
-        }
+        self.standby_soon(now);
     }
 
     pub(super) fn lose_parent(&mut self, now: Instant, old: NodeId, failed: bool) {

@@ -23,14 +23,16 @@
 //!   origin and watch-only nodes at the edge.
 //! - **Repair**: a settled node keeps a *standby*: every `standby_interval` it re-measures
 //!   the backups that would survive its parent's crash (grandparent, the parent's siblings
-//!   with room) over connections that stay open. Each parent names one child its *heir*
+//!   and the rooms they name below themselves) over connections that stay open. Each parent names one child its *heir*
 //!   and holds that child's slot for a moment when it vanishes. When the parent is lost,
 //!   the heir asks the grandparent for the dead parent's slot and every other orphan
 //!   attaches to the nearest standby with room: one round trip. Meanwhile the other
 //!   backups are probed, and if the standby fails the best of those that answered is
 //!   taken. The orphan resumes from the last frame it holds.
 //! - **Graceful leave**: a leaving node hands its children a list of parents to move to;
-//!   they attach there before the leaver closes (make before break).
+//!   they attach there before the leaver closes (make before break). Its heir asks the
+//!   leaver's parent for the leaver's slot; the others try the list (and the rooms a
+//!   full parent names), then probe afresh rather than walk through old candidates.
 //! - **Improvement**: every `improve_interval`, probe a few known nodes and move to one
 //!   that is shallower or much nearer, with hysteresis so a node never oscillates.
 
@@ -131,6 +133,9 @@ pub struct Overlay {
     standby_attempt: Option<NodeId>,
     /// Backups probed while the standby attach is under way, not answered yet.
     repair_pending: Vec<NodeId>,
+    /// Rooms below our uncles (as they named them when we measured them): standby
+    /// candidates too, and often the only ones with room in a full tree.
+    standby_rooms: Vec<NodeId>,
     /// The heir our children were last told of.
     told_heir: Option<NodeId>,
     /// Slots of children that went away with a subtree, kept until the instant for the
@@ -165,6 +170,7 @@ impl Overlay {
             repair_probe_due: false,
             standby_attempt: None,
             repair_pending: Vec::new(),
+            standby_rooms: Vec::new(),
             told_heir: None,
             held: Vec::new(),
             next_improve: None,
@@ -308,6 +314,7 @@ impl Overlay {
                 for c in &info.candidates {
                     self.known.hear(now, c);
                 }
+                self.note_standby_rooms(&addr.id, &info);
             }
             None => self.known.avoid(&addr.id, now + self.config.avoid_for),
         }
@@ -444,15 +451,21 @@ impl Overlay {
         for c in &handover {
             self.known.hear(now, c);
         }
+        // Then at most two parents measured before, with room then: in a crowd the rest
+        // have long filled up, and trying them one by one took seconds. (A refusal
+        // names fresh rooms, tried first: see `redirect_first`.)
         let mut queue = self.known.fallbacks(now, &handover, &[self.me, *from]);
+        queue.truncate(handover.len() + 2);
         if queue.is_empty() {
             queue = self.bootstrap.clone();
         }
         queue.retain(|a| a.id != *from);
         self.seeking = Seeking::Handover;
-        // The first entry is the leaver's parent: ask it for the leaver's slot.
-        let replaces = handover.first().map(|_| *from);
-        self.try_next_replacing(now, queue, replaces);
+        // A leaver lists its parent first, for its slot there. That slot is its heir's
+        // (we know whether we are: see `info_for`): only the heir asks for it; the
+        // others take a free slot there if there is one.
+        let heir = self.backups().first().is_some_and(|g| g.free > 0);
+        self.try_next_replacing(now, queue, heir.then_some(*from));
     }
 
     /// The driver measured the RTT to the current parent.

@@ -1,14 +1,17 @@
 //! The standby parent: a backup kept measured, so that a crash costs one attach.
 //!
-//! Every `standby_interval` a settled node re-probes the first few of the backups its
-//! parent gave it that would survive the parent's crash: the grandparent and the
-//! parent's siblings with room (not our own siblings, who would be orphaned with us).
-//! The driver keeps the probe connections open, so each refresh is one small request on
-//! a warm connection and keeps it warm.
+//! Every `standby_interval` (and about a second after taking a new parent) a settled
+//! node re-probes the first few of the candidates that would survive the parent's
+//! crash: the backups the parent gave it (the grandparent and the parent's siblings,
+//! not our own siblings, who would be orphaned with us) and the rooms those siblings
+//! named below themselves (in a full tree often the only free slots near us). Those
+//! with room go first. The driver keeps the probe connections open, so each refresh is
+//! one small request on a warm connection and keeps it warm.
 //!
 //! When the parent dies, one standby is attached to at once: one round trip on an open
 //! connection instead of a probe round of new handshakes and then an attach. If it
-//! refuses or fails, the repair probes the backups in parallel as before.
+//! refuses for lack of room, two of the rooms it names below itself are tried next;
+//! if those fail too, the orphan chooses among the backups it probed meanwhile.
 //!
 //! - The parent's *heir* (its child that forwards most; the parent lists the grandparent
 //!   with one free slot to it alone) asks the grandparent for the dead parent's slot.
@@ -18,10 +21,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Overlay, Phase};
+use super::{Action, Overlay, Phase, ProbeInfo};
 use crate::proto::addr::PeerAddr;
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::Candidate;
+
+/// Rooms below our uncles remembered as standby candidates.
+const MAX_STANDBY_ROOMS: usize = 8;
 
 impl Overlay {
     pub(super) fn schedule_standby(&mut self, now: Instant) {
@@ -30,6 +36,17 @@ impl Overlay {
             return;
         }
         self.next_standby = Some(self.jittered(now, self.config.standby_interval));
+    }
+
+    /// A new parent means new backups, none measured yet: measure them within about a
+    /// fifth of the interval (a second by default) rather than a whole one.
+    pub(super) fn standby_soon(&mut self, now: Instant) {
+        let due = self.next_standby;
+        self.schedule_standby(now);
+        if self.next_standby.is_some() {
+            let soon = self.jittered(now, self.config.standby_interval / 5);
+            self.next_standby = Some(due.map_or(soon, |d| d.min(soon)));
+        }
     }
 
     /// The parent's backups that survive its crash: shallower than us (so not our
@@ -45,6 +62,33 @@ impl Overlay {
             .filter(move |c| c.depth < my_depth && !exclude.contains(&c.addr.id))
     }
 
+    /// Notes the rooms a crash-proof backup that is not our ancestor (an uncle, say), or
+    /// a room noted before, named below itself: they are outside our parent's subtree,
+    /// so they survive its crash too. (Its list may end with others it knows of; a
+    /// wrong one costs one refused attempt.)
+    pub(super) fn note_standby_rooms(&mut self, from: &NodeId, info: &ProbeInfo) {
+        let (Some(p), Some(depth)) = (&self.parent, self.depth()) else {
+            return;
+        };
+        let outside = self.standby_rooms.contains(from)
+            || (!p.info.path.contains(from)
+                && self
+                    .crash_proof_backups(&p.info.backups, depth)
+                    .any(|c| c.addr.id == *from));
+        if !outside {
+            return;
+        }
+        let exclude = self.exclude_list();
+        for c in &info.candidates {
+            let id = c.addr.id;
+            if c.free > 0 && c.depth > info.depth && !exclude.contains(&id) {
+                self.standby_rooms.retain(|r| *r != id);
+                self.standby_rooms.insert(0, id);
+            }
+        }
+        self.standby_rooms.truncate(MAX_STANDBY_ROOMS);
+    }
+
     /// Re-measures the standby candidates (called when `next_standby` is due).
     pub(super) fn refresh_standby(&mut self, now: Instant) {
         self.schedule_standby(now);
@@ -57,7 +101,18 @@ impl Overlay {
         // Those with room first (the grandparent, if we are the heir), nearest first by
         // what we last measured.
         let heir_slot = heir_slot(&p.info.backups, depth).map(|c| c.addr.id);
-        let mut cands: Vec<&Candidate> = self.crash_proof_backups(&p.info.backups, depth).collect();
+        let mut cands: Vec<Candidate> = self
+            .crash_proof_backups(&p.info.backups, depth)
+            .cloned()
+            .collect();
+        // And the rooms below our uncles, as we know them.
+        for id in &self.standby_rooms {
+            if let Some(k) = self.known.get(id)
+                && !cands.iter().any(|c| c.addr.id == *id)
+            {
+                cands.push(k.cand.clone());
+            }
+        }
         cands.retain(|c| !self.known.is_banned(&c.addr.id, now));
         cands.sort_by_key(|c| {
             let k = self.known.get(&c.addr.id);
@@ -67,7 +122,7 @@ impl Overlay {
         let targets: Vec<PeerAddr> = cands
             .into_iter()
             .take(self.config.standby_probes)
-            .map(|c| c.addr.clone())
+            .map(|c| c.addr)
             .collect();
         for t in targets {
             self.actions.push_back(Action::Probe(t));
@@ -97,6 +152,7 @@ impl Overlay {
         let ids: Vec<NodeId> = self
             .crash_proof_backups(backups, my_depth)
             .map(|c| c.addr.id)
+            .chain(self.standby_rooms.iter().copied())
             .collect();
         self.known
             .best_among(
