@@ -10,37 +10,11 @@ mod overlay_net;
 
 use std::time::{Duration, Instant};
 
-use overlay_net::Net;
+use overlay_net::{Net, addr, attach_to, cand, drain, probe_info as info, probes};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
 use treecast_relay::proto::tree_msg::{Candidate, TreeInfo};
-
-fn addr(b: u8) -> PeerAddr {
-    PeerAddr {
-        id: NodeId::from_bytes([b; 32]),
-        host: format!("10.0.0.{b}:4433").into(),
-    }
-}
-
-fn cand(b: u8, depth: u32, free: u32) -> Candidate {
-    Candidate {
-        addr: addr(b),
-        depth,
-        free,
-    }
-}
-
-fn info(depth: u32, free: u32, capacity: u32, candidates: Vec<Candidate>) -> ProbeInfo {
-    ProbeInfo {
-        rooted: true,
-        depth,
-        free,
-        capacity,
-        movable: 0,
-        candidates,
-    }
-}
 
 fn joiner(capacity: u32) -> Overlay {
     let cfg = OverlayConfig {
@@ -48,27 +22,6 @@ fn joiner(capacity: u32) -> Overlay {
         ..OverlayConfig::default()
     };
     Overlay::new(NodeId::from_bytes([200; 32]), cfg, 7)
-}
-
-fn drain(o: &mut Overlay) -> Vec<Action> {
-    std::iter::from_fn(|| o.poll_action()).collect()
-}
-
-fn probes(actions: &[Action]) -> Vec<PeerAddr> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Probe(to) => Some(to.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn attach_to(actions: &[Action]) -> Option<PeerAddr> {
-    actions.iter().find_map(|a| match a {
-        Action::Attach { to, .. } => Some(to.clone()),
-        _ => None,
-    })
 }
 
 const MS: Duration = Duration::from_millis(1);

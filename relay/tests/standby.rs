@@ -6,7 +6,7 @@ mod overlay_net;
 
 use std::time::{Duration, Instant};
 
-use overlay_net::Net;
+use overlay_net::{Net, addr, attach, cand, drain, probe_info};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
@@ -227,24 +227,18 @@ fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
     x.handle_probe_result(
         due,
         &addr(3),
-        Some((Duration::from_millis(8), answer(1, 1, vec![]))),
+        Some((Duration::from_millis(8), probe_info(1, 1, 2, vec![]))),
     );
     x.handle_probe_result(
         due,
         &addr(1),
-        Some((Duration::from_millis(12), answer(0, 0, vec![]))),
+        Some((Duration::from_millis(12), probe_info(0, 0, 2, vec![]))),
     );
     // p crashes: straight to the standby 3.
     let t1 = due + Duration::from_secs(1);
     x.handle_parent_lost(t1, &addr(2).id);
     let acts = drain(&mut x);
-    assert!(
-        acts.contains(&Action::Attach {
-            to: addr(3),
-            replaces: None
-        }),
-        "{acts:?}"
-    );
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
     // 3 filled up meanwhile and names its child with room: that is the next try.
     let refused = Refused {
         why: Refusal::Full,
@@ -252,43 +246,7 @@ fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
     };
     x.handle_attach_result(t1 + Duration::from_millis(10), &addr(3), Err(Some(refused)));
     let acts = drain(&mut x);
-    assert!(
-        acts.contains(&Action::Attach {
-            to: addr(4),
-            replaces: None
-        }),
-        "{acts:?}"
-    );
-}
-
-fn addr(b: u8) -> PeerAddr {
-    PeerAddr {
-        id: NodeId::from_bytes([b; 32]),
-        host: format!("10.0.0.{b}:4433").into(),
-    }
-}
-
-fn cand(b: u8, depth: u32, free: u32) -> Candidate {
-    Candidate {
-        addr: addr(b),
-        depth,
-        free,
-    }
-}
-
-fn answer(depth: u32, free: u32, candidates: Vec<Candidate>) -> ProbeInfo {
-    ProbeInfo {
-        rooted: true,
-        depth,
-        free,
-        capacity: 2,
-        movable: 0,
-        candidates,
-    }
-}
-
-fn drain(x: &mut Overlay) -> Vec<Action> {
-    std::iter::from_fn(|| x.poll_action()).collect()
+    assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
 }
 
 /// A node settled under `p` (2) whose parent gave it `backups`; returns it and the
@@ -305,7 +263,7 @@ fn settled_under_p(backups: Vec<Candidate>) -> (Overlay, Instant) {
     x.handle_probe_result(
         t0,
         &addr(2),
-        Some((Duration::from_millis(10), answer(1, 1, vec![]))),
+        Some((Duration::from_millis(10), probe_info(1, 1, 2, vec![]))),
     );
     drain(&mut x);
     let tree = TreeInfo {
@@ -336,12 +294,12 @@ fn a_room_below_a_full_uncle_is_a_standby_too() {
     x.handle_probe_result(
         due,
         &addr(3),
-        Some((Duration::from_millis(9), answer(1, 0, named))),
+        Some((Duration::from_millis(9), probe_info(1, 0, 2, named))),
     );
     x.handle_probe_result(
         due,
         &addr(1),
-        Some((Duration::from_millis(12), answer(0, 0, vec![]))),
+        Some((Duration::from_millis(12), probe_info(0, 0, 2, vec![]))),
     );
     // The next refresh measures the room.
     let due = x.poll_timeout().expect("the next refresh");
@@ -352,19 +310,13 @@ fn a_room_below_a_full_uncle_is_a_standby_too() {
     x.handle_probe_result(
         due,
         &addr(5),
-        Some((Duration::from_millis(15), answer(2, 2, vec![]))),
+        Some((Duration::from_millis(15), probe_info(2, 2, 2, vec![]))),
     );
     // The parent crashes: straight to 5.
     let t1 = due + Duration::from_secs(1);
     x.handle_parent_lost(t1, &addr(2).id);
     let acts = drain(&mut x);
-    assert!(
-        acts.contains(&Action::Attach {
-            to: addr(5),
-            replaces: None
-        }),
-        "{acts:?}"
-    );
+    assert_eq!(attach(&acts), Some((addr(5), None)), "{acts:?}");
 }
 
 /// A leaver's children that are not its heir do not ask for its slot; refused by a
@@ -377,18 +329,16 @@ fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names()
         x.handle_probe_result(
             t0,
             &addr(b),
-            Some((Duration::from_millis(30), answer(3, 2, vec![]))),
+            Some((Duration::from_millis(30), probe_info(3, 2, 2, vec![]))),
         );
     }
     drain(&mut x);
     let t1 = t0 + Duration::from_secs(20);
     x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1), cand(3, 1, 1)]);
     let acts = drain(&mut x);
-    assert!(
-        acts.contains(&Action::Attach {
-            to: addr(1),
-            replaces: None
-        }),
+    assert_eq!(
+        attach(&acts),
+        Some((addr(1), None)),
         "not the heir: no claim on the leaver's slot: {acts:?}"
     );
     let refused = Refused {
@@ -397,13 +347,7 @@ fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names()
     };
     x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
     let acts = drain(&mut x);
-    assert!(
-        acts.contains(&Action::Attach {
-            to: addr(7),
-            replaces: None
-        }),
-        "{acts:?}"
-    );
+    assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
     // 7 and 3 fail too: after at most two of the old ones, it probes afresh.
     x.handle_attach_result(t1, &addr(7), Err(None));
     drain(&mut x);

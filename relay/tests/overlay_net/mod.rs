@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
+use treecast_relay::proto::tree_msg::Candidate;
 
 pub struct Net {
     pub nodes: BTreeMap<NodeId, Overlay>,
@@ -295,4 +296,64 @@ impl Net {
     pub fn count(&self, f: impl Fn(&OverlayEvent) -> bool) -> usize {
         self.events.iter().filter(|(_, e)| f(e)).count()
     }
+}
+
+// ----- for tests that drive one overlay by hand -----
+
+/// The address of test node `b` (id `[b; 32]`).
+pub fn addr(b: u8) -> PeerAddr {
+    PeerAddr {
+        id: NodeId::from_bytes([b; 32]),
+        host: format!("10.0.0.{b}:4433").into(),
+    }
+}
+
+/// Node `b` as a candidate at `depth` with `free` slots.
+pub fn cand(b: u8, depth: u32, free: u32) -> Candidate {
+    Candidate {
+        addr: addr(b),
+        depth,
+        free,
+    }
+}
+
+/// A rooted node's probe reply (no watch-only children).
+pub fn probe_info(depth: u32, free: u32, capacity: u32, candidates: Vec<Candidate>) -> ProbeInfo {
+    ProbeInfo {
+        rooted: true,
+        depth,
+        free,
+        capacity,
+        movable: 0,
+        candidates,
+    }
+}
+
+/// Everything the overlay asks for now.
+pub fn drain(o: &mut Overlay) -> Vec<Action> {
+    std::iter::from_fn(|| o.poll_action()).collect()
+}
+
+/// The nodes probed among `actions`.
+pub fn probes(actions: &[Action]) -> Vec<PeerAddr> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Probe(to) => Some(to.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first attach among `actions`: to whom, and whose slot it asks for.
+pub fn attach(actions: &[Action]) -> Option<(PeerAddr, Option<NodeId>)> {
+    actions.iter().find_map(|a| match a {
+        Action::Attach { to, replaces } => Some((to.clone(), *replaces)),
+        _ => None,
+    })
+}
+
+/// Whom the first attach among `actions` goes to.
+pub fn attach_to(actions: &[Action]) -> Option<PeerAddr> {
+    attach(actions).map(|(to, _)| to)
 }
