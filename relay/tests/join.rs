@@ -198,3 +198,72 @@ fn a_displaced_watch_only_child_is_offered_more_than_the_forwarder_that_took_its
     let listed = cands.iter().find(|c| c.addr == newcomer).map(|c| c.free);
     assert_eq!(listed, Some(1));
 }
+
+/// Where a node whose parent crashed re-attaches when a near deep parent (3: 10 ms,
+/// depth 3) and a shallower, somewhat farther one (4: 16 ms, depth 1) both have room,
+/// with `below` nodes in its child's subtree.
+fn repair_choice(below: u32) -> PeerAddr {
+    let cfg = OverlayConfig {
+        capacity: 2,
+        standby_interval: Duration::ZERO,
+        ..OverlayConfig::default()
+    };
+    let mut x = Overlay::new(NodeId::from_bytes([200; 32]), cfg, 7);
+    let t0 = Instant::now();
+    x.handle_join(t0, vec![addr(2)]);
+    drain(&mut x);
+    x.handle_probe_result(t0, &addr(2), Some((5 * MS, info(1, 1, 2, vec![]))));
+    drain(&mut x);
+    let tree = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(2).id],
+        backups: vec![cand(1, 0, 0), cand(4, 1, 1), cand(3, 3, 1)],
+    };
+    x.handle_attach_result(t0, &addr(2), Ok(tree));
+    x.handle_child_request(t0, &addr(50), 2, None)
+        .expect("a child");
+    x.handle_child_status(&addr(50).id, 2, below, vec![]);
+    drain(&mut x);
+    let t1 = t0 + Duration::from_secs(2);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let probed = probes(&drain(&mut x));
+    assert!(
+        probed.contains(&addr(3)) && probed.contains(&addr(4)),
+        "{probed:?}"
+    );
+    x.handle_probe_result(
+        t1 + 20 * MS,
+        &addr(3),
+        Some((10 * MS, info(3, 1, 2, vec![]))),
+    );
+    x.handle_probe_result(
+        t1 + 30 * MS,
+        &addr(4),
+        Some((16 * MS, info(1, 1, 2, vec![]))),
+    );
+    x.handle_probe_result(
+        t1 + 30 * MS,
+        &addr(1),
+        Some((12 * MS, info(0, 0, 2, vec![]))),
+    );
+    for _ in 0..10 {
+        if let Some(to) = attach_to(&drain(&mut x)) {
+            return to;
+        }
+        let due = x.poll_timeout().expect("a timer");
+        x.handle_timeout(due);
+    }
+    panic!("no attach");
+}
+
+/// Every hop a node adds is paid by every node below it: a node with a large subtree
+/// counts a farther parent as a near-tie sooner, and takes the shallower one.
+#[test]
+fn a_node_with_a_large_subtree_prefers_a_shallower_parent() {
+    assert_eq!(
+        repair_choice(1),
+        addr(3),
+        "alone (and one child), the nearest"
+    );
+    assert_eq!(repair_choice(19), addr(4), "twenty nodes: the shallower");
+}

@@ -374,3 +374,49 @@ fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names()
     }
     assert!(tried <= 2, "tried {tried} old candidates one by one");
 }
+
+/// A child's backups name its uncles even when they are full (below the grandparent,
+/// before its own siblings): the full ones name the rooms below them, which are most of
+/// the standbys in a full tree.
+#[test]
+fn a_child_is_told_its_full_uncles() {
+    let mut net = Net::new();
+    let o = net.add(2, (0.0, 0.0));
+    // k1's uncle b is full (two children) when its parent a attaches.
+    let b = relay_under(&mut net, o, (30.0, 20.0));
+    relay_under(&mut net, b, (31.0, 21.0));
+    relay_under(&mut net, b, (32.0, 22.0));
+    let a = relay_under(&mut net, o, (30.0, 0.0));
+    let k2 = relay_under(&mut net, a, (35.0, 5.0));
+    let k1 = relay_under(&mut net, a, (33.0, -2.0));
+    let told: Vec<(NodeId, u32)> = net.nodes[&k1]
+        .backups()
+        .iter()
+        .map(|c| (c.addr.id, c.free))
+        .collect();
+    let at = |id: NodeId| told.iter().position(|(x, _)| *x == id);
+    assert_eq!(at(o), Some(0), "{told:?}");
+    assert_eq!(at(b), Some(1), "the full uncle: {told:?}");
+    assert_eq!(told[1].1, 0, "{told:?}");
+    assert!(at(k2).is_some_and(|i| i > 1), "the sibling after: {told:?}");
+}
+
+/// A standby refresh measures the full uncles before full ancestors: an uncle's answer
+/// names rooms outside the parent's subtree; a full ancestor's may not.
+#[test]
+fn a_standby_refresh_asks_the_uncles_before_full_ancestors() {
+    // Grandparent 1 (full for us), uncles 3 and 4 (full), all measured, the grandparent
+    // the nearest.
+    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
+    for (b, depth, ms) in [(1, 0, 5), (3, 1, 20), (4, 1, 30)] {
+        x.handle_probe_result(
+            t0,
+            &addr(b),
+            Some((Duration::from_millis(ms), probe_info(depth, 0, 2, vec![]))),
+        );
+    }
+    let due = x.poll_timeout().expect("a standby refresh");
+    x.handle_timeout(due);
+    let probed = overlay_net::probes(&drain(&mut x));
+    assert_eq!(probed, vec![addr(3), addr(4)]);
+}

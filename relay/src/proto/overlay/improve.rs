@@ -78,7 +78,7 @@ impl Overlay {
         let exclude = self.exclude_list();
         let Some(best) = self.known.best(
             now,
-            self.config.near_tie,
+            self.near_tie(),
             self.config.near_tie_abs,
             &exclude,
             None,

@@ -10,7 +10,7 @@
 //! - **Join**: probe the bootstrap nodes; each answers with its depth, free slots and the
 //!   candidate parents it knows (its children with room first). Probe the most promising
 //!   of those (a few rounds at most), then attach to the nearest with room, preferring a
-//!   shallower one among near-ties. A round ends as soon as the probes still out can no
+//!   shallower one among near-ties (a margin that widens with our subtree's size). A round ends as soon as the probes still out can no
 //!   longer win (unanswered after twice the near-tie margin of the nearest with room).
 //!   A full or unsuitable parent refuses with a redirect; a joiner refused for lack of
 //!   room tries the rooms below the refuser first (fresh from its children's reports).
@@ -22,9 +22,10 @@
 //!   is refused the last `reserve` free slots, so forwarding nodes settle nearer the
 //!   origin and watch-only nodes at the edge.
 //! - **Repair**: a settled node keeps a *standby*: every `standby_interval` it re-measures
-//!   the backups that would survive its parent's crash (grandparent, the parent's siblings
-//!   and the rooms they name below themselves) over connections that stay open. Each parent names one child its *heir*
-//!   and holds that child's slot for a moment when it vanishes. When the parent is lost,
+//!   the backups that would survive its parent's crash (grandparent, the parent's
+//!   siblings, full or not, and the rooms they name below themselves) over connections
+//!   that stay open. Each parent names one child its *heir* and holds that child's slot
+//!   for a moment when it vanishes. When the parent is lost,
 //!   the heir asks the grandparent for the dead parent's slot and every other orphan
 //!   attaches to the nearest standby with room: one round trip. Meanwhile the other
 //!   backups are probed, and if the standby fails the best of those that answered is

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Overlay};
+use super::{Action, Child, Overlay};
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::{Candidate, TreeInfo};
 
@@ -16,39 +16,58 @@ impl Overlay {
         }
     }
 
-    /// The tree position we give `child`: our path plus us; as backups our parent first,
-    /// then our own backups, then the child's siblings with room.
-    ///
-    /// Our parent is listed with one free slot for our *heir* only: the child that takes
-    /// our slot there if we crash (see [`Overlay::heir`]); for the others it is full.
+    /// The tree position we give `child`: our path plus us, and its backups:
+    /// 1. our parent, with one free slot for our *heir* only: the child that takes our
+    ///    slot there if we crash (see [`Overlay::heir`]); for the others it is full;
+    /// 2. our siblings (the child's uncles; with room first, full ones too): they survive
+    ///    our crash, and the full ones name the rooms below them, which the child keeps
+    ///    as standbys;
+    /// 3. our own backups above us (our grandparent first);
+    /// 4. the child's siblings, with room first (useful when we leave in order; to the
+    ///    child's children, they are uncles).
     pub(super) fn info_for(&self, child: &NodeId) -> TreeInfo {
+        const UNCLES: usize = 3;
+        const ABOVE: usize = 6;
+        const ALL: usize = 8;
         let mut path = self.path().to_vec();
         path.push(self.me);
         let mut backups = Vec::new();
-        if let (Some(p), Some(d)) = (&self.parent, self.depth()) {
+        let depth = self.depth();
+        if let (Some(p), Some(d)) = (&self.parent, depth) {
             backups.push(Candidate {
                 addr: p.addr.clone(),
                 depth: d.saturating_sub(1),
                 free: u32::from(self.heir() == Some(*child)),
             });
         }
-        // Then our own backups: the great-grandparent and the child's uncles with room.
-        // These survive our crash, unlike the child's siblings (orphaned with it).
-        for b in self.parent_backups() {
-            if b.addr.id != *child && b.addr.id != self.me && backups.len() < 6 {
-                backups.push(b);
+        if let Some(d) = depth {
+            let ours: Vec<Candidate> = self
+                .parent_backups()
+                .filter(|b| b.addr.id != *child && b.addr.id != self.me)
+                .collect();
+            let mut siblings: Vec<&Candidate> = ours.iter().filter(|b| b.depth == d).collect();
+            siblings.sort_by_key(|b| b.free == 0);
+            backups.extend(siblings.into_iter().take(UNCLES).cloned());
+            for b in ours.iter().filter(|b| b.depth < d) {
+                if backups.len() >= ABOVE {
+                    break;
+                }
+                backups.push(b.clone());
             }
         }
-        // Then the child's siblings with room (useful when we leave in order).
-        let child_depth = self.depth().map_or(1, |d| d + 1);
-        for (id, c) in &self.children {
-            if id != child && c.free > 0 && backups.len() < 8 {
-                backups.push(Candidate {
-                    addr: c.addr.clone(),
-                    depth: child_depth,
-                    free: c.free,
-                });
-            }
+        let child_depth = depth.map_or(1, |d| d + 1);
+        let mut kids: Vec<(&NodeId, &Child)> = self
+            .children
+            .iter()
+            .filter(|(id, _)| *id != child)
+            .collect();
+        kids.sort_by_key(|(_, c)| c.free == 0);
+        for (_, c) in kids.into_iter().take(ALL.saturating_sub(backups.len())) {
+            backups.push(Candidate {
+                addr: c.addr.clone(),
+                depth: child_depth,
+                free: c.free,
+            });
         }
         TreeInfo {
             rooted: self.is_rooted(),

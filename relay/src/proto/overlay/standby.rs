@@ -3,9 +3,10 @@
 //! Every `standby_interval` (and about a second after taking a new parent) a settled
 //! node re-probes the first few of the candidates that would survive the parent's
 //! crash: the backups the parent gave it (the grandparent and the parent's siblings,
-//! not our own siblings, who would be orphaned with us) and the rooms those siblings
-//! named below themselves (in a full tree often the only free slots near us). Those
-//! with room go first. The driver keeps the probe connections open, so each refresh is
+//! full ones too, not our own siblings, who would be orphaned with us) and the rooms
+//! those siblings named below themselves (in a full tree often the only free slots near
+//! us). Those with room go first, then the parent's siblings (to learn their rooms),
+//! full ancestors last. The driver keeps the probe connections open, so each refresh is
 //! one small request on a warm connection and keeps it warm.
 //!
 //! When the parent dies, one standby is attached to at once: one round trip on an open
@@ -114,10 +115,20 @@ impl Overlay {
             }
         }
         cands.retain(|c| !self.known.is_banned(&c.addr.id, now));
+        // Those with room first; then full ones outside our path (an uncle names the
+        // rooms below itself, which become standbys); full ancestors last (their rooms
+        // may lie below our parent, and they have no slot for us).
         cands.sort_by_key(|c| {
             let k = self.known.get(&c.addr.id);
             let room = heir_slot == Some(c.addr.id) || k.map_or(c.free, |k| k.cand.free) > 0;
-            (!room, k.and_then(|k| k.rtt), c.addr.id)
+            let tier = if room {
+                0
+            } else if !p.info.path.contains(&c.addr.id) {
+                1
+            } else {
+                2
+            };
+            (tier, k.and_then(|k| k.rtt), c.addr.id)
         });
         let targets: Vec<PeerAddr> = cands
             .into_iter()
@@ -155,13 +166,7 @@ impl Overlay {
             .chain(self.standby_rooms.iter().copied())
             .collect();
         self.known
-            .best_among(
-                now,
-                self.config.near_tie,
-                self.config.near_tie_abs,
-                &ids,
-                since,
-            )
+            .best_among(now, self.near_tie(), self.config.near_tie_abs, &ids, since)
             .map(|k| (k.cand.addr.clone(), None))
     }
 
