@@ -205,6 +205,7 @@ impl Overlay {
                 .take(crate::proto::control::MAX_ROOMS)
                 .collect();
             self.status_changed();
+            self.heir_may_have_changed(None);
         }
     }
 

@@ -76,13 +76,24 @@ impl Overlay {
         }
     }
 
-    /// The child that inherits our slot at our parent if we crash: the one that forwards
-    /// most (it keeps the orphaned subtree shallow), the lowest id among equals.
+    /// The child that inherits our slot at our parent if we crash: the one with the
+    /// largest subtree (every node in it would pay for each hop a deeper parent adds),
+    /// then the one that forwards most, the lowest id among equals. The heir last told
+    /// stays while its subtree is at least three quarters of the largest and it forwards
+    /// as much, so that subtrees growing side by side do not swap it back and forth.
     pub(super) fn heir(&self) -> Option<NodeId> {
-        self.children
+        let (best, b) = self
+            .children
             .iter()
-            .max_by_key(|(id, c)| (c.capacity, std::cmp::Reverse(**id)))
-            .map(|(id, _)| *id)
+            .max_by_key(|(id, c)| (c.subtree, c.capacity, std::cmp::Reverse(**id)))?;
+        if let Some(told) = self.told_heir
+            && let Some(t) = self.children.get(&told)
+            && u64::from(t.subtree) * 4 >= u64::from(b.subtree) * 3
+            && t.capacity >= b.capacity
+        {
+            return Some(told);
+        }
+        Some(*best)
     }
 
     /// Tells the old and the new heir when the heir changes (children came or went),

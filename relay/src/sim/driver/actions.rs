@@ -43,6 +43,15 @@ impl Sim {
                 self.count("probe", p, to, &ControlMessage::Probe { token: None });
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
+                let down = self.down_at[to as usize];
+                if setup == 0 && self.crashed[to as usize] {
+                    // A probe's connection, kept open, to a peer that crashed: the node
+                    // sees it go silent after the idle timeout and gives up the attach
+                    // then (`handle_peer_lost`), not after the attach deadline.
+                    let silent = down + self.cfg.idle_timeout.as_micros() as u64;
+                    self.q.push(silent.max(now), Event::PeerSilent { from: p, to });
+                    return;
+                }
                 self.q.push(
                     now + setup + rtt / 2,
                     Event::ProbeRequest {
@@ -73,6 +82,15 @@ impl Sim {
                 self.count("subscribe", p, to, &msg);
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
+                let down = self.down_at[to as usize];
+                if setup == 0 && self.crashed[to as usize] {
+                    // A probe's connection, kept open, to a peer that crashed: the node
+                    // sees it go silent after the idle timeout and gives up the attach
+                    // then (`handle_peer_lost`), not after the attach deadline.
+                    let silent = down + self.cfg.idle_timeout.as_micros() as u64;
+                    self.q.push(silent.max(now), Event::PeerSilent { from: p, to });
+                    return;
+                }
                 self.q.push(
                     now + setup + rtt / 2,
                     Event::AttachRequest {
