@@ -420,3 +420,99 @@ fn a_standby_refresh_asks_the_uncles_before_full_ancestors() {
     let probed = overlay_net::probes(&drain(&mut x));
     assert_eq!(probed, vec![addr(3), addr(4)]);
 }
+
+/// Settled under 2 with the grandparent 1 (full), the uncles 3 and 4 with room, both
+/// measured by a standby refresh (3 the nearer); returns the node and the instant.
+fn with_two_measured_uncles() -> (Overlay, Instant) {
+    let (mut x, _) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 1), cand(4, 1, 1)]);
+    let due = x.poll_timeout().expect("a standby refresh");
+    x.handle_timeout(due);
+    drain(&mut x);
+    for (b, ms) in [(3, 15), (4, 25)] {
+        x.handle_probe_result(
+            due,
+            &addr(b),
+            Some((Duration::from_millis(ms), probe_info(1, 1, 2, vec![]))),
+        );
+    }
+    (x, due)
+}
+
+/// The standby's kept-open connection went silent the moment the parent's did (both
+/// crashed): the orphan gives up the standby at once and takes the other backup that
+/// answered, instead of waiting out the standby attach's deadline.
+#[test]
+fn an_orphan_whose_standby_went_silent_too_moves_on_at_once() {
+    let (mut x, due) = with_two_measured_uncles();
+    let t1 = due + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
+    let deadline = x.poll_timeout().expect("the standby attach's deadline");
+    // The other backup, probed meanwhile, answers with room.
+    let t2 = t1 + Duration::from_millis(30);
+    x.handle_probe_result(
+        t2,
+        &addr(4),
+        Some((Duration::from_millis(25), probe_info(1, 1, 2, vec![]))),
+    );
+    assert_eq!(
+        attach(&drain(&mut x)),
+        None,
+        "still waiting for the standby"
+    );
+    x.handle_peer_lost(t2, &addr(3).id);
+    let mut acts = drain(&mut x);
+    while attach(&acts).is_none() {
+        let due = x.poll_timeout().expect("a timer");
+        assert!(due < deadline, "waited for the dead standby's deadline");
+        x.handle_timeout(due);
+        acts = drain(&mut x);
+    }
+    assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
+}
+
+/// A peer whose connection went silent is not chosen as the standby.
+#[test]
+fn a_silent_peer_is_not_the_standby() {
+    let (mut x, due) = with_two_measured_uncles();
+    let t1 = due + Duration::from_secs(1);
+    x.handle_peer_lost(t1, &addr(3).id);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
+}
+
+/// The heir is the child with the largest subtree (it would pay most for a deeper
+/// parent), and it keeps the title while its subtree stays near the largest.
+#[test]
+fn the_heir_is_the_child_with_the_largest_subtree() {
+    let mut net = Net::new();
+    let o = net.add(1, (0.0, 0.0));
+    let a = relay_under(&mut net, o, (1.0, 0.0));
+    let k1 = relay_under(&mut net, a, (2.0, 0.0));
+    let k2 = relay_under(&mut net, a, (2.0, 1.0));
+    let heir = |net: &Net| {
+        net.nodes[&a]
+            .children()
+            .map(|(c, _)| *c)
+            .filter(|c| heir_marked(&net.nodes[c]))
+            .collect::<Vec<_>>()
+    };
+    let first = heir(&net);
+    assert_eq!(first.len(), 1);
+    let other = if first[0] == k1 { k2 } else { k1 };
+    // The other child's subtree grows to 8 (reported in its status): it becomes the heir.
+    let status = |net: &mut Net, child: NodeId, subtree: u32| {
+        net.node(a).handle_child_status(&child, 2, subtree, vec![]);
+        net.run();
+    };
+    status(&mut net, other, 8);
+    assert_eq!(heir(&net), vec![other]);
+    // The first one's grows to 7: within three quarters, the heir stays.
+    status(&mut net, first[0], 7);
+    assert_eq!(heir(&net), vec![other]);
+    // To 11: it takes over.
+    status(&mut net, first[0], 11);
+    assert_eq!(heir(&net), vec![first[0]]);
+}

@@ -148,8 +148,10 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
             let (shared, endpoint) = (shared.clone(), endpoint.clone());
             tokio::spawn(async move {
                 match probe::probe(&shared, &endpoint, &addr).await {
-                    Ok(v) => {
-                        lock(&shared.overlay).handle_probe_result(Instant::now(), &addr, Some(v));
+                    Ok((rtt, info, conn)) => {
+                        let result = Some((rtt, info));
+                        lock(&shared.overlay).handle_probe_result(Instant::now(), &addr, result);
+                        probe::watch(&shared, addr.id, conn);
                     }
                     Err(e) => {
                         debug!("probe of {addr} failed: {e}");

@@ -4,8 +4,8 @@
 //! connection's RTT estimate is the measurement. The connection is kept for a short while
 //! so that attaching to the chosen candidate costs no second handshake.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Shared;
@@ -18,6 +18,7 @@ use super::identity::NodeId;
 use crate::proto::ALPN;
 use crate::proto::control::{ControlDecoder, ControlMessage};
 use crate::proto::overlay::ProbeInfo;
+use tracing::debug;
 
 /// How long an idle probe connection is kept for a possible attach.
 const KEEP: Duration = Duration::from_secs(10);
@@ -26,9 +27,20 @@ const KEEP: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(crate) struct ConnCache {
     map: Mutex<HashMap<NodeId, (quinn::Connection, Instant)>>,
+    /// Connections (by `stable_id`) whose end is being watched.
+    watched: Mutex<HashSet<usize>>,
 }
 
 impl ConnCache {
+    /// Whether `conn` is new to the watch list (and now on it).
+    fn start_watching(&self, conn: &quinn::Connection) -> bool {
+        lock(&self.watched).insert(conn.stable_id())
+    }
+
+    fn stop_watching(&self, conn: &quinn::Connection) {
+        lock(&self.watched).remove(&conn.stable_id());
+    }
+
     pub fn put(&self, id: NodeId, conn: quinn::Connection) {
         let mut m = lock(&self.map);
         let now = Instant::now();
@@ -104,7 +116,7 @@ pub(crate) async fn probe(
     shared: &Shared,
     endpoint: &quinn::Endpoint,
     peer: &PeerAddr,
-) -> Result<(Duration, ProbeInfo), PeerError> {
+) -> Result<(Duration, ProbeInfo, quinn::Connection), PeerError> {
     let conn = connection(shared, endpoint, peer).await?;
     let lost = |reason: String| PeerError::Lost {
         addr: peer.to_string(),
@@ -166,6 +178,25 @@ pub(crate) async fn probe(
             timeout: shared.config.peer_timeout,
         })??;
     let rtt = conn.rtt();
-    shared.conns.put(peer.id, conn);
-    Ok((rtt, info))
+    shared.conns.put(peer.id, conn.clone());
+    Ok((rtt, info, conn))
+}
+
+/// Reports `peer` to the overlay as lost if `conn` (a probe's, kept open to measure a
+/// standby and attach to it at once) ends because the peer went silent, rather than
+/// being closed by either side. Watches each connection once.
+pub(crate) fn watch(shared: &Arc<Shared>, peer: NodeId, conn: quinn::Connection) {
+    if !shared.conns.start_watching(&conn) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let why = conn.closed().await;
+        shared.conns.stop_watching(&conn);
+        if matches!(why, quinn::ConnectionError::TimedOut) && !shared.is_shutting_down() {
+            debug!(%peer, "a probed peer went silent");
+            lock(&shared.overlay).handle_peer_lost(Instant::now(), &peer);
+            shared.kick.notify_one();
+        }
+    });
 }

@@ -37,6 +37,13 @@ pub enum Event {
         /// Measured RTT and answer.
         reply: Option<(u64, ProbeInfo)>,
     },
+    /// A connection `from` kept open to `to` went silent (`to` crashed).
+    PeerSilent {
+        /// The peer holding the connection.
+        from: Peer,
+        /// The silent peer.
+        to: Peer,
+    },
     /// A subscription reaches the would-be parent.
     AttachRequest {
         /// Child.

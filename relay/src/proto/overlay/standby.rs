@@ -170,6 +170,26 @@ impl Overlay {
             .map(|k| (k.cand.addr.clone(), None))
     }
 
+    /// A connection to `peer` other than our parent's session (one a probe left open,
+    /// to a standby say) went silent: the peer crashed or is cut off. It is not chosen
+    /// for a while, and an attach waiting for its answer gives up at once, instead of
+    /// at its deadline. (Often the very moment the parent is noticed lost, when both
+    /// went down together.) The driver reports a lost parent session with
+    /// [`Overlay::handle_parent_lost`] instead; this call ignores it.
+    pub fn handle_peer_lost(&mut self, now: Instant, peer: &NodeId) {
+        if self.parent.as_ref().is_some_and(|p| p.addr.id == *peer) {
+            return;
+        }
+        self.known.avoid(peer, now + self.config.avoid_for);
+        self.standby_rooms.retain(|r| r != peer);
+        if let Phase::Attaching { to, .. } = &self.phase
+            && to.id == *peer
+        {
+            let to = to.clone();
+            self.handle_attach_result(now, &to, Err(None));
+        }
+    }
+
     /// How long to give the standby attach: a round trip or two on a warm connection
     /// (more when asking for a dead parent's slot: the grandparent first makes sure the
     /// parent is silent). No answer by then means the standby went down too.

@@ -43,13 +43,13 @@ impl Sim {
                 self.count("probe", p, to, &ControlMessage::Probe { token: None });
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
-                let down = self.down_at[to as usize];
-                if setup == 0 && self.crashed[to as usize] {
-                    // A probe's connection, kept open, to a peer that crashed: the node
-                    // sees it go silent after the idle timeout and gives up the attach
-                    // then (`handle_peer_lost`), not after the attach deadline.
-                    let silent = down + self.cfg.idle_timeout.as_micros() as u64;
-                    self.q.push(silent.max(now), Event::PeerSilent { from: p, to });
+                if let Some(silent) = self.went_silent(setup, to) {
+                    // The probe fails when its connection does, and the node reports
+                    // the peer lost then.
+                    self.q.push(silent, Event::PeerSilent { from: p, to });
+                    let reply = None;
+                    self.q
+                        .push(silent, Event::ProbeReply { from: p, to, reply });
                     return;
                 }
                 self.q.push(
@@ -82,13 +82,10 @@ impl Sim {
                 self.count("subscribe", p, to, &msg);
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
-                let down = self.down_at[to as usize];
-                if setup == 0 && self.crashed[to as usize] {
-                    // A probe's connection, kept open, to a peer that crashed: the node
-                    // sees it go silent after the idle timeout and gives up the attach
-                    // then (`handle_peer_lost`), not after the attach deadline.
-                    let silent = down + self.cfg.idle_timeout.as_micros() as u64;
-                    self.q.push(silent.max(now), Event::PeerSilent { from: p, to });
+                if let Some(silent) = self.went_silent(setup, to) {
+                    // The node gives up the attach when the connection goes silent
+                    // (`handle_peer_lost`), not at the attach deadline.
+                    self.q.push(silent, Event::PeerSilent { from: p, to });
                     return;
                 }
                 self.q.push(
@@ -179,6 +176,14 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// When a connection a probe left open (`setup` 0: it was reused) to `to` goes
+    /// silent, if `to` crashed: after the idle timeout, as the node notices.
+    fn went_silent(&self, setup: u64, to: Peer) -> Option<u64> {
+        let down = self.down_at[to as usize];
+        (setup == 0 && self.crashed[to as usize])
+            .then(|| (down + self.cfg.idle_timeout.as_micros() as u64).max(self.now))
     }
 
     /// Time to get a connection from `p` to `to`: none if a probe left one open, else a

@@ -89,6 +89,16 @@ impl Sim {
                     },
                 );
             }
+            Event::PeerSilent { from, to } => {
+                if !self.alive[from as usize] {
+                    return;
+                }
+                let at = self.at(now);
+                if let Some(o) = self.overlays[from as usize].as_mut() {
+                    o.handle_peer_lost(at, &node_id(to));
+                }
+                self.after(from);
+            }
             Event::ProbeReply { from, to, reply } => {
                 if !self.alive[from as usize] {
                     return;
@@ -332,6 +342,7 @@ impl Sim {
         }
         self.alive[pu] = false;
         self.down_at[pu] = self.now;
+        self.crashed[pu] = !graceful;
         let wait = if graceful {
             0
         } else {

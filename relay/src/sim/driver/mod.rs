@@ -117,6 +117,8 @@ pub struct Sim {
     pub(super) joined_at: Vec<u64>,
     leaving: Vec<bool>,
     pub(super) down_at: Vec<u64>,
+    /// Whether a peer that stopped crashed (went silent) rather than closed in order.
+    pub(super) crashed: Vec<bool>,
     pub(super) orphan_since: Vec<u64>,
     pub(super) ctl_bytes: Vec<u64>,
     pub(super) media: Media,
@@ -198,6 +200,7 @@ impl Sim {
             joined_at: Vec::new(),
             leaving: Vec::new(),
             down_at: Vec::new(),
+            crashed: Vec::new(),
             orphan_since: Vec::new(),
             ctl_bytes: Vec::new(),
             media,
@@ -290,6 +293,7 @@ impl Sim {
         self.joined_at.push(join);
         self.leaving.push(false);
         self.down_at.push(NEVER);
+        self.crashed.push(false);
         self.orphan_since.push(NEVER);
         self.ctl_bytes.push(0);
         self.media.add_peer(end);
