@@ -516,3 +516,26 @@ fn the_heir_is_the_child_with_the_largest_subtree() {
     status(&mut net, first[0], 11);
     assert_eq!(heir(&net), vec![first[0]]);
 }
+
+/// Any node measured lately above us with room is a standby too, backup or not: being
+/// shallower than us, it cannot hang below the parent that crashed.
+#[test]
+fn a_node_measured_lately_above_us_is_a_standby() {
+    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0)]);
+    // 7, at depth 1 with room, answered a probe (an improvement round, say).
+    x.handle_probe_result(
+        t0,
+        &addr(7),
+        Some((Duration::from_millis(20), probe_info(1, 1, 2, vec![]))),
+    );
+    // 8, as deep as we are, could be below the parent: not a standby.
+    x.handle_probe_result(
+        t0,
+        &addr(8),
+        Some((Duration::from_millis(5), probe_info(2, 1, 2, vec![]))),
+    );
+    drain(&mut x);
+    x.handle_parent_lost(t0 + Duration::from_secs(2), &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
+}

@@ -226,6 +226,16 @@ impl KnownSet {
             .min()
     }
 
+    /// Those measured since `since` at a depth above `depth`: none of them can be below
+    /// a parent of ours at `depth - 1`.
+    pub fn measured_above(&self, depth: u32, since: Instant) -> Vec<NodeId> {
+        self.map
+            .values()
+            .filter(|k| k.cand.depth < depth && k.measured.is_some_and(|m| m >= since))
+            .map(|k| k.cand.addr.id)
+            .collect()
+    }
+
     /// Like [`KnownSet::best`], among `ids` only, measured since `since`.
     pub fn best_among(
         &self,

@@ -18,7 +18,8 @@
 //!   with one free slot to it alone) asks the grandparent for the dead parent's slot.
 //!   That slot exists for sure, and nobody else competes for it.
 //! - Every other orphan takes the nearest backup measured recently with a free slot (the
-//!   shallowest among near-ties, equals spread by an order of our own).
+//!   shallowest among near-ties, equals spread by an order of our own). Any node
+//!   measured lately above us counts as such a backup: it cannot hang below the parent.
 
 use std::time::{Duration, Instant};
 
@@ -160,10 +161,14 @@ impl Overlay {
             return Some((g.addr.clone(), Some(old)));
         }
         let since = now.checked_sub(self.config.standby_interval.mul_f64(2.5))?;
+        // And any other node measured lately above us: it cannot be below the parent.
+        let exclude = self.exclude_list();
         let ids: Vec<NodeId> = self
             .crash_proof_backups(backups, my_depth)
             .map(|c| c.addr.id)
             .chain(self.standby_rooms.iter().copied())
+            .chain(self.known.measured_above(my_depth, since))
+            .filter(|id| *id != old && !exclude.contains(id))
             .collect();
         self.known
             .best_among(now, self.near_tie(), self.config.near_tie_abs, &ids, since)
