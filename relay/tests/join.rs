@@ -267,3 +267,60 @@ fn a_node_with_a_large_subtree_prefers_a_shallower_parent() {
     );
     assert_eq!(repair_choice(19), addr(4), "twenty nodes: the shallower");
 }
+
+/// A move by choice never puts a node deeper: if the parent it measured moved down
+/// before the attach, the node detaches from it and stays where it was.
+#[test]
+fn a_move_to_a_parent_that_went_deeper_meanwhile_is_undone() {
+    let mut x = joiner(2);
+    let t0 = Instant::now();
+    x.handle_join(t0, vec![addr(2)]);
+    drain(&mut x);
+    x.handle_probe_result(t0, &addr(2), Some((50 * MS, info(1, 1, 2, vec![]))));
+    drain(&mut x);
+    let tree = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(2).id],
+        backups: vec![cand(1, 0, 0), cand(3, 1, 1)],
+    };
+    x.handle_attach_result(t0, &addr(2), Ok(tree));
+    // 3, as deep as the parent and much nearer, is where an improvement round goes.
+    let mut now = t0;
+    let mut moving = false;
+    for _ in 0..200 {
+        // Answer everything asked, until the node has nothing more to say; then let
+        // time pass to its next timer.
+        while let Some(a) = x.poll_action() {
+            match a {
+                Action::Probe(to) => {
+                    let answer = match to.id {
+                        id if id == addr(3).id => Some((5 * MS, info(1, 1, 2, vec![]))),
+                        id if id == addr(1).id => Some((20 * MS, info(0, 0, 2, vec![]))),
+                        _ => None,
+                    };
+                    x.handle_probe_result(now, &to, answer);
+                }
+                Action::Attach { to, .. } if to == addr(3) => moving = true,
+                _ => {}
+            }
+        }
+        if moving {
+            break;
+        }
+        now = x.poll_timeout().expect("a timer");
+        x.handle_timeout(now);
+    }
+    assert!(moving, "no move to 3");
+    // 3 went down meanwhile: attaching there would put us at depth 4, not 2.
+    let deeper = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(7).id, addr(8).id, addr(3).id],
+        backups: vec![],
+    };
+    x.handle_attach_result(now, &addr(3), Ok(deeper));
+    let acts = drain(&mut x);
+    assert!(acts.contains(&Action::Detach(addr(3).id)), "{acts:?}");
+    assert!(!acts.contains(&Action::Detach(addr(2).id)), "{acts:?}");
+    assert_eq!(x.parent(), Some(&addr(2)));
+    assert_eq!(x.depth(), Some(2));
+}

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Overlay, Phase, Seeking};
 use crate::proto::addr::PeerAddr;
+use crate::proto::tree_msg::TreeInfo;
 
 impl Overlay {
     pub(super) fn next_random(&mut self) -> u64 {
@@ -64,6 +65,13 @@ impl Overlay {
             self.actions.push_back(Action::Probe(t));
         }
         self.improving = Some((ids, now + self.config.probe_timeout));
+    }
+
+    /// Whether attaching at `info` would put us deeper than we are, on a move by choice.
+    pub(super) fn move_goes_deeper(&self, info: &TreeInfo) -> bool {
+        self.seeking == Seeking::Move
+            && self.parent.is_some()
+            && self.depth().is_some_and(|d| info.path.len() as u32 > d)
     }
 
     /// Moves to a clearly better parent: shallower and not much farther, or as deep and

@@ -373,6 +373,14 @@ impl Overlay {
         }
         let queue = queue.clone();
         match result {
+            Ok(info) if self.move_goes_deeper(&info) => {
+                // It moved down since we measured it: a move by choice never costs
+                // depth (our whole subtree would pay), so stay where we are.
+                self.actions.push_back(Action::Detach(addr.id));
+                self.known.avoid(&addr.id, now + self.config.avoid_for);
+                self.seeking = Seeking::None;
+                self.phase = Phase::Settled;
+            }
             Ok(info) if !info.path.contains(&self.me) && info.rooted => {
                 self.attached(now, addr.clone(), info);
             }
