@@ -86,7 +86,7 @@ impl Overlay {
         let exclude = self.exclude_list();
         let Some(best) = self.known.best(
             now,
-            self.near_tie(),
+            self.config.near_tie,
             self.config.near_tie_abs,
             &exclude,
             None,

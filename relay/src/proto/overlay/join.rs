@@ -81,16 +81,8 @@ impl Overlay {
         };
         let exclude = self.exclude_list();
         let nearest = self.known.nearest_rtt(now, &exclude, self.fresh_after)?;
-        let limit = nearest.mul_f64(1.0 + self.near_tie()) + self.config.near_tie_abs;
+        let limit = nearest.mul_f64(1.0 + self.config.near_tie) + self.config.near_tie_abs;
         Some(*started + limit * 2)
-    }
-
-    /// The near-tie margin for choosing our parent, wider the more nodes hang below us:
-    /// each of them pays for every hop we add, so a node with a subtree takes a
-    /// shallower parent over a somewhat nearer one (its own: `config.near_tie`).
-    pub(super) fn near_tie(&self) -> f64 {
-        let below = f64::from(self.subtree_size().max(1));
-        self.config.near_tie * (1.0 + below.ln())
     }
 
     /// The parent to choose now (see [`KnownSet::best`](super::known::KnownSet::best)):
@@ -100,7 +92,7 @@ impl Overlay {
         self.known
             .best(
                 now,
-                self.near_tie(),
+                self.config.near_tie,
                 self.config.near_tie_abs,
                 &exclude,
                 self.fresh_after,

@@ -10,7 +10,7 @@
 //! - **Join**: probe the bootstrap nodes; each answers with its depth, free slots and the
 //!   candidate parents it knows (its children with room first). Probe the most promising
 //!   of those (a few rounds at most), then attach to the nearest with room, preferring a
-//!   shallower one among near-ties (a margin that widens with our subtree's size). A round ends as soon as the probes still out can no
+//!   shallower one among near-ties. A round ends as soon as the probes still out can no
 //!   longer win (unanswered after twice the near-tie margin of the nearest with room).
 //!   A full or unsuitable parent refuses with a redirect; a joiner refused for lack of
 //!   room tries the rooms below the refuser first (fresh from its children's reports).

@@ -171,7 +171,13 @@ impl Overlay {
             .filter(|id| *id != old && !exclude.contains(id))
             .collect();
         self.known
-            .best_among(now, self.near_tie(), self.config.near_tie_abs, &ids, since)
+            .best_among(
+                now,
+                self.config.near_tie,
+                self.config.near_tie_abs,
+                &ids,
+                since,
+            )
             .map(|k| (k.cand.addr.clone(), None))
     }
 
