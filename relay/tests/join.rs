@@ -8,9 +8,11 @@
 
 mod overlay_net;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use overlay_net::{Net, addr, attach_to, cand, drain, probe_info as info, probes};
+use overlay_net::{
+    MS, Net, addr, attach_to, cand, drain, probe_info as info, probes, settled_under,
+};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
@@ -23,8 +25,6 @@ fn joiner(capacity: u32) -> Overlay {
     };
     Overlay::new(NodeId::from_bytes([200; 32]), cfg, 7)
 }
-
-const MS: Duration = Duration::from_millis(1);
 
 /// Joins via the origin (1), which is full and names `named`; returns the joiner after
 /// the origin's answer, with the probes of the next round.
@@ -203,18 +203,7 @@ fn a_displaced_watch_only_child_is_offered_more_than_the_forwarder_that_took_its
 /// before the attach, the node detaches from it and stays where it was.
 #[test]
 fn a_move_to_a_parent_that_went_deeper_meanwhile_is_undone() {
-    let mut x = joiner(2);
-    let t0 = Instant::now();
-    x.handle_join(t0, vec![addr(2)]);
-    drain(&mut x);
-    x.handle_probe_result(t0, &addr(2), Some((50 * MS, info(1, 1, 2, vec![]))));
-    drain(&mut x);
-    let tree = TreeInfo {
-        rooted: true,
-        path: vec![addr(1).id, addr(2).id],
-        backups: vec![cand(1, 0, 0), cand(3, 1, 1)],
-    };
-    x.handle_attach_result(t0, &addr(2), Ok(tree));
+    let (mut x, t0) = settled_under(50 * MS, vec![cand(1, 0, 0), cand(3, 1, 1)]);
     // 3, as deep as the parent and much nearer, is where an improvement round goes.
     let mut now = t0;
     let mut moving = false;

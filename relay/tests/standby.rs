@@ -6,11 +6,11 @@ mod overlay_net;
 
 use std::time::{Duration, Instant};
 
-use overlay_net::{Net, addr, attach, cand, drain, probe_info};
+use overlay_net::{MS, Net, addr, attach, cand, drain, probe_info, settled_under};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
-use treecast_relay::proto::tree_msg::{Candidate, TreeInfo};
+use treecast_relay::proto::tree_msg::TreeInfo;
 
 /// Origin `o` (one slot) <- relay `a` <- relay `k`.
 fn chain() -> (Net, [NodeId; 3]) {
@@ -219,7 +219,7 @@ fn heir_marked(n: &Overlay) -> bool {
 #[test]
 fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
     // Not p's heir (the grandparent 1 is full for us); the uncle 3 has room.
-    let (mut x, _) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 1)]);
+    let (mut x, _) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 1)]);
     let due = x.poll_timeout().expect("a standby refresh");
     x.handle_timeout(due);
     let probed = drain(&mut x);
@@ -249,39 +249,12 @@ fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
     assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
 }
 
-/// A node settled under `p` (2) whose parent gave it `backups`; returns it and the
-/// instant it attached.
-fn settled_under_p(backups: Vec<Candidate>) -> (Overlay, Instant) {
-    let cfg = OverlayConfig {
-        capacity: 2,
-        ..OverlayConfig::default()
-    };
-    let mut x = Overlay::new(NodeId::from_bytes([9; 32]), cfg, 7);
-    let t0 = Instant::now();
-    x.handle_join(t0, vec![addr(2)]);
-    drain(&mut x);
-    x.handle_probe_result(
-        t0,
-        &addr(2),
-        Some((Duration::from_millis(10), probe_info(1, 1, 2, vec![]))),
-    );
-    drain(&mut x);
-    let tree = TreeInfo {
-        rooted: true,
-        path: vec![addr(1).id, addr(2).id],
-        backups,
-    };
-    x.handle_attach_result(t0, &addr(2), Ok(tree));
-    drain(&mut x);
-    (x, t0)
-}
-
 /// In a full tree the uncles have no room, but below them there is: a room an uncle
 /// named becomes the standby, measured and attached to at once when the parent crashes.
 #[test]
 fn a_room_below_a_full_uncle_is_a_standby_too() {
     // The grandparent 1 (full for us) and the uncle 3 (full).
-    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 0)]);
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 0)]);
     // A new position is measured within a second or so, not a whole interval.
     let due = x.poll_timeout().expect("a standby refresh");
     assert!(due <= t0 + Duration::from_millis(1250), "{:?}", due - t0);
@@ -323,7 +296,7 @@ fn a_room_below_a_full_uncle_is_a_standby_too() {
 /// full grandparent, they take the rooms it names rather than old, full candidates.
 #[test]
 fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names() {
-    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0)]);
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
     // Many parents measured long ago, with room then.
     for b in 20..30 {
         x.handle_probe_result(
@@ -407,7 +380,7 @@ fn a_child_is_told_its_full_uncles() {
 fn a_standby_refresh_asks_the_uncles_before_full_ancestors() {
     // Grandparent 1 (full for us), uncles 3 and 4 (full), all measured, the grandparent
     // the nearest.
-    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
     for (b, depth, ms) in [(1, 0, 5), (3, 1, 20), (4, 1, 30)] {
         x.handle_probe_result(
             t0,
@@ -424,7 +397,7 @@ fn a_standby_refresh_asks_the_uncles_before_full_ancestors() {
 /// Settled under 2 with the grandparent 1 (full), the uncles 3 and 4 with room, both
 /// measured by a standby refresh (3 the nearer); returns the node and the instant.
 fn with_two_measured_uncles() -> (Overlay, Instant) {
-    let (mut x, _) = settled_under_p(vec![cand(1, 0, 0), cand(3, 1, 1), cand(4, 1, 1)]);
+    let (mut x, _) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 1), cand(4, 1, 1)]);
     let due = x.poll_timeout().expect("a standby refresh");
     x.handle_timeout(due);
     drain(&mut x);
@@ -521,7 +494,7 @@ fn the_heir_is_the_child_with_the_largest_subtree() {
 /// shallower than us, it cannot hang below the parent that crashed.
 #[test]
 fn a_node_measured_lately_above_us_is_a_standby() {
-    let (mut x, t0) = settled_under_p(vec![cand(1, 0, 0)]);
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
     // 7, at depth 1 with room, answered a probe (an improvement round, say).
     x.handle_probe_result(
         t0,

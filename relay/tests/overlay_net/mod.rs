@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
-use treecast_relay::proto::tree_msg::Candidate;
+use treecast_relay::proto::tree_msg::{Candidate, TreeInfo};
 
 pub struct Net {
     pub nodes: BTreeMap<NodeId, Overlay>,
@@ -356,4 +356,34 @@ pub fn attach(actions: &[Action]) -> Option<(PeerAddr, Option<NodeId>)> {
 /// Whom the first attach among `actions` goes to.
 pub fn attach_to(actions: &[Action]) -> Option<PeerAddr> {
     attach(actions).map(|(to, _)| to)
+}
+
+/// A millisecond.
+pub const MS: Duration = Duration::from_millis(1);
+
+/// A node (capacity 2) settled under 2, which it measured `parent_rtt` away, at depth 2
+/// below the origin 1, given `backups`; returns it and the instant it attached.
+pub fn settled_under(parent_rtt: Duration, backups: Vec<Candidate>) -> (Overlay, Instant) {
+    let cfg = OverlayConfig {
+        capacity: 2,
+        ..OverlayConfig::default()
+    };
+    let mut x = Overlay::new(NodeId::from_bytes([9; 32]), cfg, 7);
+    let t0 = Instant::now();
+    x.handle_join(t0, vec![addr(2)]);
+    drain(&mut x);
+    x.handle_probe_result(
+        t0,
+        &addr(2),
+        Some((parent_rtt, probe_info(1, 1, 2, vec![]))),
+    );
+    drain(&mut x);
+    let tree = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(2).id],
+        backups,
+    };
+    x.handle_attach_result(t0, &addr(2), Ok(tree));
+    drain(&mut x);
+    (x, t0)
 }

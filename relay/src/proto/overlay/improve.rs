@@ -69,9 +69,7 @@ impl Overlay {
 
     /// Whether attaching at `info` would put us deeper than we are, on a move by choice.
     pub(super) fn move_goes_deeper(&self, info: &TreeInfo) -> bool {
-        self.seeking == Seeking::Move
-            && self.parent.is_some()
-            && self.depth().is_some_and(|d| info.path.len() as u32 > d)
+        self.seeking == Seeking::Move && self.depth().is_some_and(|d| info.path.len() as u32 > d)
     }
 
     /// Moves to a clearly better parent: shallower and not much farther, or as deep and

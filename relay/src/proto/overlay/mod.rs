@@ -373,19 +373,17 @@ impl Overlay {
         }
         let queue = queue.clone();
         match result {
-            Ok(info) if self.move_goes_deeper(&info) => {
-                // It moved down since we measured it: a move by choice never costs
-                // depth (our whole subtree would pay), so stay where we are.
-                self.actions.push_back(Action::Detach(addr.id));
-                self.known.avoid(&addr.id, now + self.config.avoid_for);
-                self.seeking = Seeking::None;
-                self.phase = Phase::Settled;
-            }
-            Ok(info) if !info.path.contains(&self.me) && info.rooted => {
+            Ok(info)
+                if !info.path.contains(&self.me)
+                    && info.rooted
+                    && !self.move_goes_deeper(&info) =>
+            {
                 self.attached(now, addr.clone(), info);
             }
             Ok(_) => {
-                // Not rooted or would loop: drop it and try the next.
+                // Not rooted, would loop, or (on a move by choice) moved down since we
+                // measured it: a move never costs depth, which our whole subtree would
+                // pay. Drop it and try the next (a move with none left stays put).
                 self.actions.push_back(Action::Detach(addr.id));
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
                 self.try_next(now, queue);

@@ -14,9 +14,9 @@
 //! refuses for lack of room, two of the rooms it names below itself are tried next;
 //! if those fail too, the orphan chooses among the backups it probed meanwhile.
 //!
-//! - The parent's *heir* (its child that forwards most; the parent lists the grandparent
-//!   with one free slot to it alone) asks the grandparent for the dead parent's slot.
-//!   That slot exists for sure, and nobody else competes for it.
+//! - The parent's *heir* (its child with the largest subtree; the parent lists the
+//!   grandparent with one free slot to it alone) asks the grandparent for the dead
+//!   parent's slot. That slot exists for sure, and nobody else competes for it.
 //! - Every other orphan takes the nearest backup measured recently with a free slot (the
 //!   shallowest among near-ties, equals spread by an order of our own). Any node
 //!   measured lately above us counts as such a backup: it cannot hang below the parent.
