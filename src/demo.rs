@@ -168,10 +168,11 @@ async fn run_tree(
     }
     let report = report?;
     println!(
-        "demo stopped: {} frames rendered, {} audio packets, {} stalls, {} lost, latency p50 {} ms",
+        "demo stopped: {} frames rendered, {} audio packets, {} stalls, {} re-buffers, {} lost, latency p50 {} ms",
         report["frames_rendered"],
         report["audio_packets_decoded"],
         report["stalls"],
+        report["rebuffers"],
         report["frames_lost"],
         report["latency_ms"]["p50"],
     );

@@ -162,11 +162,12 @@ pub fn render_tree(r: &SubtreeReport, levels: u32) -> String {
     out
 }
 
-/// The player's metrics in the node's registry: stalls, first-frame time, rendered and
-/// lost frames, latency and buffer.
+/// The player's metrics in the node's registry: stalls, re-buffers, first-frame time,
+/// rendered and lost frames, latency and buffer.
 #[cfg(feature = "media")]
 pub struct PlayerMetrics {
     stalls: prometheus::IntCounter,
+    rebuffers: prometheus::IntCounter,
     rendered: prometheus::IntCounter,
     lost: prometheus::IntCounter,
     first_frame: prometheus::Gauge,
@@ -193,6 +194,10 @@ impl PlayerMetrics {
             stalls: counter(
                 "treecast_player_stalls_total",
                 "Times playback stalled waiting for data.",
+            )?,
+            rebuffers: counter(
+                "treecast_player_rebuffers_total",
+                "Times frames came after their playout time and playback was moved later.",
             )?,
             rendered: counter(
                 "treecast_player_frames_rendered_total",
@@ -221,6 +226,7 @@ impl PlayerMetrics {
     pub fn update(&self, s: &treecast_player::PlayerStats) {
         for (c, v) in [
             (&self.stalls, s.stalls),
+            (&self.rebuffers, s.rebuffers),
             (&self.rendered, s.frames_rendered),
             (&self.lost, s.frames_lost),
         ] {

@@ -250,13 +250,14 @@ fn viewer_status(node: &Node, p: &treecast_player::PlayerStats) -> String {
     };
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
     format!(
-        "viewer | {parent} | latency {} | buffer {} | {:.0} kbit/s | frames {} | audio {} | stalls {} | lost {} | children {}",
+        "viewer | {parent} | latency {} | buffer {} | {:.0} kbit/s | frames {} | audio {} | stalls {} | rebuffers {} | lost {} | children {}",
         opt(p.latency_ms),
         opt(p.buffer_ms),
         p.bitrate_kbps,
         p.frames_rendered,
         p.audio_packets_decoded,
         p.stalls,
+        p.rebuffers,
         p.frames_lost,
         s.children,
     )

@@ -66,6 +66,8 @@ fn publish_relay_watch_as_processes_with_report_and_recording() {
         "audio_packets_decoded",
         "first_frame_ms",
         "stalls",
+        "rebuffers",
+        "frames_late",
         "max_gap_ms",
         "frames_lost",
         "latency_ms",
@@ -78,6 +80,7 @@ fn publish_relay_watch_as_processes_with_report_and_recording() {
         "5 s at 30 fps minus the buffer, got {rendered}"
     );
     assert_eq!(r["stalls"], 0);
+    assert_eq!(r["rebuffers"], 0);
     assert_eq!(r["frames_lost"], 0);
     assert!(r["audio_packets_decoded"].as_u64().unwrap() > 100);
     // Measured (how fast is for the tree_join benchmark, not for a test: a debug build on

@@ -47,7 +47,10 @@ pub mod source;
 mod timing;
 
 pub use error::MediaError;
-pub use player::{LatencySummary, Player, PlayerConfig, PlayerReport, PlayerStats};
+pub use player::{
+    LATE_FRAME, LatencySummary, MAX_REBUFFERED, Player, PlayerConfig, PlayerReport, PlayerStats,
+    STALL_GAP,
+};
 pub use source::{EncodeSettings, MediaSource, SourceSpec};
 
 /// Initialises GStreamer. Idempotent and cheap after the first call.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,12 +27,14 @@ struct Fed {
     report: PlayerReport,
 }
 
-/// Runs the test source for `seconds` of media into a headless player. `drop_frame`
-/// decides which frames are withheld (simulated loss).
+/// Runs the test source for `seconds` of media into a headless player. `link` is the
+/// network between them: for each frame, `None` withholds it (loss), `Some(d)` delivers it
+/// `d` µs of source time late (frames stay in order; a delay that grows holds later frames
+/// back until the source has run that much further).
 async fn feed(
     seconds: u64,
     record: Option<&Path>,
-    drop_frame: impl Fn(&Frame) -> bool,
+    link: impl Fn(&Frame) -> Option<u64>,
 ) -> Result<Fed, MediaError> {
     let mut src = MediaSource::start(&SourceSpec::Test, &small_settings())?;
     let joined_at = Instant::now();
@@ -46,6 +49,7 @@ async fn feed(
     let mut packager = Packager::new(Some(VIDEO_TRACK), 2_000_000);
     let (mut video, mut audio) = (0u64, 0u64);
     let mut first_pts = None;
+    let mut in_flight: VecDeque<(u64, Frame)> = VecDeque::new();
     loop {
         let unit = next_unit(&mut src).await.expect("live source never ends");
         let Some(frame) = packager.pack(unit) else {
@@ -55,13 +59,17 @@ async fn feed(
         if frame.pts.saturating_sub(first) >= seconds * 1_000_000 {
             break;
         }
-        if drop_frame(&frame) {
-            continue;
+        let now_pts = frame.pts;
+        if let Some(delay) = link(&frame) {
+            in_flight.push_back((frame.pts + delay, frame));
         }
-        player.push(&frame)?;
-        match frame.track {
-            VIDEO_TRACK => video += 1,
-            _ => audio += 1,
+        while in_flight.front().is_some_and(|(at, _)| *at <= now_pts) {
+            let (_, frame) = in_flight.pop_front().expect("front exists");
+            player.push(&frame)?;
+            match frame.track {
+                VIDEO_TRACK => video += 1,
+                _ => audio += 1,
+            }
         }
     }
     let stats = player.stats();
@@ -69,7 +77,10 @@ async fn feed(
     assert!(stats.frames_rendered > 0);
     assert!(stats.bitrate_kbps > 100.0, "{stats:?}");
     let b = stats.buffer_ms.expect("buffer level known");
-    assert!((100.0..=600.0).contains(&b), "buffer {b} ms");
+    assert!(
+        (100.0..=600.0).contains(&b),
+        "buffer {b} ms (re-buffering restores it)"
+    );
     src.stop();
     let report = tokio::task::spawn_blocking(move || player.finish())
         .await
@@ -85,7 +96,7 @@ async fn feed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_roundtrip_renders_everything() {
     let _heavy = heavy().await;
-    let fed = feed(3, None, |_| false).await.unwrap();
+    let fed = feed(3, None, |_| Some(0)).await.unwrap();
     let r = &fed.report;
     assert!(fed.video >= 85, "video pushed {}", fed.video);
     assert_eq!(r.frames_received, fed.video);
@@ -115,8 +126,9 @@ async fn gaps_are_counted_and_video_resumes_at_a_keyframe() {
     let _heavy = heavy().await;
     // Lose video frames 10..15 (mid-group) and audio packets 20..23.
     let fed = feed(3, None, |f| {
-        (f.track == VIDEO_TRACK && (10..15).contains(&f.seq))
-            || (f.track == AUDIO_TRACK && (20..23).contains(&f.seq))
+        let lost = (f.track == VIDEO_TRACK && (10..15).contains(&f.seq))
+            || (f.track == AUDIO_TRACK && (20..23).contains(&f.seq));
+        (!lost).then_some(0)
     })
     .await
     .unwrap();
@@ -133,11 +145,37 @@ async fn gaps_are_counted_and_video_resumes_at_a_keyframe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_gets_slower_than_the_buffer_rebuffers_once_then_plays_on_time() {
+    let _heavy = heavy().await;
+    // From 1 s of media on, every frame arrives 700 ms later than before: 400 ms more
+    // than the 300 ms buffer (a subtree re-placed on a longer path, a long repair).
+    let fed = feed(4, None, |f| {
+        Some(if f.pts >= 1_000_000 { 700_000 } else { 0 })
+    })
+    .await
+    .unwrap();
+    let r = &fed.report;
+    assert_eq!(r.frames_lost, 0);
+    assert_eq!(r.frames_rendered, fed.video);
+    assert_eq!(
+        r.rebuffers, 1,
+        "one pause, then the new delay is absorbed: {r:?}"
+    );
+    // Lateness 400 ms plus the 300 ms buffer (give or take the machine's scheduling).
+    assert!((650.0..1000.0).contains(&r.rebuffered_ms), "{r:?}");
+    // Without re-buffering all ~90 frames after the slowdown reach the sink 400 ms late
+    // (a window drops them all); with it, at most a couple of the burst's first frames.
+    assert!(r.frames_late <= 3, "{r:?}");
+    assert_eq!(r.stalls, 1, "{r:?}");
+    assert_eq!(r.out_of_order, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_is_a_playable_matroska_file() {
     let _heavy = heavy().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rec.mkv");
-    let fed = feed(2, Some(&path), |_| false).await.unwrap();
+    let fed = feed(2, Some(&path), |_| Some(0)).await.unwrap();
     assert_eq!(fed.report.frames_rendered, fed.video);
     let probe = tokio::task::spawn_blocking(move || probe_recording(&path))
         .await

@@ -8,6 +8,9 @@ use serde::Serialize;
 
 /// A render gap longer than this (after the first frame) counts as a stall.
 pub const STALL_GAP: Duration = Duration::from_millis(100);
+/// A video frame reaching the sink more than this after its playout time is late: what
+/// GStreamer's video sinks drop by default (`max-lateness`).
+pub const LATE_FRAME: Duration = Duration::from_millis(20);
 /// Window of the received-bitrate estimate.
 const BITRATE_WINDOW: Duration = Duration::from_secs(2);
 /// Latency samples kept for the "recent" value in [`PlayerStats`].
@@ -54,6 +57,13 @@ pub struct PlayerReport {
     pub last_video_seq: Option<u64>,
     /// Rendered video frames whose timestamp went backwards.
     pub out_of_order: u64,
+    /// Video frames that reached the sink more than 20 ms after their playout time (a
+    /// window's video sink drops them; headless, they are shown late).
+    pub frames_late: u64,
+    /// Times playback paused to re-buffer because frames came after their playout time.
+    pub rebuffers: u64,
+    /// Latency those re-buffers added in total.
+    pub rebuffered_ms: f64,
 }
 
 /// A live snapshot for a status line, from [`crate::Player::stats`].
@@ -65,6 +75,8 @@ pub struct PlayerStats {
     pub audio_packets_decoded: u64,
     /// Stalls so far.
     pub stalls: u64,
+    /// Re-buffers so far.
+    pub rebuffers: u64,
     /// Frames lost so far.
     pub frames_lost: u64,
     /// Median latency of the last 64 rendered frames (ms).
@@ -154,6 +166,9 @@ pub(crate) struct Metrics {
     max_gap: Duration,
     last_rendered_pts: Option<u64>,
     out_of_order: u64,
+    frames_late: u64,
+    rebuffers: u64,
+    rebuffered: Duration,
     latency: Histogram,
     recent: VecDeque<f64>,
 }
@@ -184,6 +199,9 @@ impl Metrics {
             max_gap: Duration::ZERO,
             last_rendered_pts: None,
             out_of_order: 0,
+            frames_late: 0,
+            rebuffers: 0,
+            rebuffered: Duration::ZERO,
             latency: Histogram::new(),
             recent: VecDeque::new(),
         }
@@ -225,9 +243,25 @@ impl Metrics {
         }
     }
 
-    /// A video frame with pipeline PTS `pts_ns` was rendered at `at` (wall clock `unix_us`).
-    pub(crate) fn on_video_render(&mut self, at: Instant, unix_us: u64, pts_ns: Option<u64>) {
+    /// Playback was moved `added` later because a frame came after its playout time.
+    pub(crate) fn on_rebuffer(&mut self, added: Duration) {
+        self.rebuffers += 1;
+        self.rebuffered += added;
+    }
+
+    /// A video frame with pipeline PTS `pts_ns` was rendered at `at` (wall clock `unix_us`),
+    /// `late` after its playout time.
+    pub(crate) fn on_video_render(
+        &mut self,
+        at: Instant,
+        unix_us: u64,
+        pts_ns: Option<u64>,
+        late: Duration,
+    ) {
         self.frames_rendered += 1;
+        if late > LATE_FRAME {
+            self.frames_late += 1;
+        }
         if self.first_render.is_none() {
             self.first_render = Some(at);
         }
@@ -290,6 +324,9 @@ impl Metrics {
             first_video_seq: self.first_video_seq,
             last_video_seq: self.last_video_seq,
             out_of_order: self.out_of_order,
+            frames_late: self.frames_late,
+            rebuffers: self.rebuffers,
+            rebuffered_ms: ms(self.rebuffered),
         }
     }
 
@@ -306,6 +343,7 @@ impl Metrics {
             frames_rendered: self.frames_rendered,
             audio_packets_decoded: self.audio_decoded,
             stalls: self.stalls,
+            rebuffers: self.rebuffers,
             frames_lost: self.frames_lost,
             latency_ms: recent.get(recent.len() / 2).copied(),
             buffer_ms: match (self.newest_pts_ns, running_ns) {
@@ -348,16 +386,26 @@ mod tests {
         }
         // Render 0, 1 on time, then a 250 ms gap, then pts 3 before pts 2 (out of order).
         let r = |i: u64| t0 + Duration::from_millis(300 + i * 33);
-        m.on_video_render(r(0), 1_000_000 + 150_000, Some(0));
-        m.on_video_render(r(1), 1_033_000 + 150_000, Some(33_000_000));
+        let on_time = Duration::from_millis(3);
+        m.on_video_render(r(0), 1_000_000 + 150_000, Some(0), on_time);
+        m.on_video_render(r(1), 1_033_000 + 150_000, Some(33_000_000), on_time);
         let late = r(1) + Duration::from_millis(250);
-        m.on_video_render(late, 1_099_000 + 150_000, Some(99_000_000));
-        m.on_video_render(late + Duration::from_millis(33), 0, Some(66_000_000));
+        let behind = Duration::from_millis(218);
+        m.on_video_render(late, 1_099_000 + 150_000, Some(99_000_000), behind);
+        m.on_video_render(
+            late + Duration::from_millis(33),
+            0,
+            Some(66_000_000),
+            behind,
+        );
+        m.on_rebuffer(Duration::from_millis(318));
         let rep = m.report();
         assert_eq!(rep.frames_rendered, 4);
         assert_eq!(rep.stalls, 1);
         assert!((rep.max_gap_ms - 250.0).abs() < 1.0);
         assert_eq!(rep.out_of_order, 1);
+        assert_eq!(rep.frames_late, 2);
+        assert_eq!((rep.rebuffers, rep.rebuffered_ms.round()), (1, 318.0));
         assert_eq!(rep.first_frame_ms.map(f64::round), Some(300.0));
         assert_eq!(rep.latency_ms.p50.map(f64::floor), Some(150.0));
         assert_eq!(

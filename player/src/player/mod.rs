@@ -14,10 +14,12 @@
 //! # let _ = report; Ok(()) }
 //! ```
 //!
-//! Timing: the first pushed frame (any track) fixes `offset = running time now + buffer −
-//! frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for all tracks keeps
-//! audio and video in the origin's sync; the sinks play each frame `buffer` after the first
-//! one arrived, in the origin's rhythm.
+//! Timing ([`playout`]): the first pushed frame (any track) fixes `offset = running time
+//! now + buffer − frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for
+//! all tracks keeps audio and video in the origin's sync; the sinks play each frame
+//! `buffer` after the first one arrived, in the origin's rhythm. A frame that arrives after
+//! its playout time moves the offset later (a re-buffer: one pause, then smooth playback
+//! with more latency) instead of every following frame being dropped as late.
 //!
 //! Video frames are only fed from a keyframe on: before the first keyframe, and after a
 //! sequence gap until the next keyframe, video frames are skipped (a frozen picture rather
@@ -26,6 +28,7 @@
 mod metrics;
 mod output;
 mod pipeline;
+mod playout;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,15 +39,16 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use treecast_relay::proto::media::{Catalog, Codec, Frame, TrackId};
 
-pub use metrics::{LatencySummary, PlayerReport, PlayerStats, STALL_GAP};
+pub use metrics::{LATE_FRAME, LatencySummary, PlayerReport, PlayerStats, STALL_GAP};
 pub use output::Output;
+pub use playout::MAX_REBUFFERED;
 
 use crate::MediaError;
-use crate::timing::us_to_ns;
 use metrics::{Kind, Metrics};
+use playout::Playout;
 
 /// How long [`Player::finish`] waits for the pipeline to drain.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -136,8 +140,8 @@ struct Input {
 
 struct PushState {
     inputs: Vec<Input>,
-    /// Pipeline running time minus origin time (ns), fixed by the first frame.
-    offset_ns: Option<i128>,
+    /// Origin time → pipeline running time.
+    playout: Playout,
 }
 
 /// Decodes and renders one broadcast. `Send`; call `push` from one task at a time.
@@ -159,10 +163,6 @@ impl std::fmt::Debug for Player {
             .field("recording", &self.recording)
             .finish_non_exhaustive()
     }
-}
-
-fn clamp_ns(v: i128) -> u64 {
-    u64::try_from(v.max(0)).unwrap_or(u64::MAX)
 }
 
 impl Player {
@@ -261,7 +261,7 @@ impl Player {
             pipeline,
             push: Mutex::new(PushState {
                 inputs,
-                offset_ns: None,
+                playout: Playout::new(config.buffer),
             }),
             shared,
             buffer: config.buffer,
@@ -280,10 +280,11 @@ impl Player {
         }
         let now = Instant::now();
         let mut st = self.push.lock().unwrap_or_else(PoisonError::into_inner);
-        let PushState { inputs, offset_ns } = &mut *st;
-        let Some(input) = inputs.iter_mut().find(|i| i.id == frame.track) else {
+        let PushState { inputs, playout } = &mut *st;
+        let Some(idx) = inputs.iter().position(|i| i.id == frame.track) else {
             return Ok(());
         };
+        let input = &mut inputs[idx];
         let lost = match input.last_seq {
             Some(last) if frame.seq <= last => {
                 debug!(
@@ -314,15 +315,27 @@ impl Player {
         if frame.payload.is_empty() {
             return Ok(());
         }
-        let offset = *offset_ns.get_or_insert_with(|| {
-            let running = self
-                .pipeline
-                .current_running_time()
-                .map_or(0, |t| t.nseconds());
-            i128::from(running) + self.buffer.as_nanos() as i128 - i128::from(us_to_ns(frame.pts))
-        });
-        let pts_ns = clamp_ns(i128::from(us_to_ns(frame.pts)) + offset);
-        let dts_ns = clamp_ns(i128::from(us_to_ns(frame.dts.min(frame.pts))) + offset);
+        let running = self
+            .pipeline
+            .current_running_time()
+            .map_or(0, |t| t.nseconds());
+        let placed = playout.place(frame.pts, running);
+        if placed.added_ns > 0 {
+            let added = Duration::from_nanos(placed.added_ns);
+            info!(
+                track = frame.track,
+                seq = frame.seq,
+                "frames arrive after their playout time: re-buffering, playback {added:?} later"
+            );
+            // Every track jumps ahead in time: sinks resynchronise rather than interpolate.
+            for i in inputs.iter_mut() {
+                i.discont = true;
+            }
+            self.shared.metrics().on_rebuffer(added);
+        }
+        let input = &mut inputs[idx];
+        let pts_ns = placed.pts_ns;
+        let dts_ns = playout.dts_ns(frame.dts.min(frame.pts)).min(pts_ns);
         let mut buffer = gst::Buffer::from_slice(frame.payload.clone());
         {
             let b = buffer.make_mut();

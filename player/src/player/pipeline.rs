@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_base as gst_base;
+use gstreamer_base::prelude::*;
 use tracing::{info, warn};
 
 use super::Shared;
@@ -60,10 +62,11 @@ fn link_chain(
     gst::Element::link_many(chain.iter().copied()).map_err(link_err(what))
 }
 
-/// A queue after a tee: deep enough for the playout buffer plus a joining burst.
+/// A queue after a tee: deep enough for the playout buffer, all the re-buffering there
+/// may be, plus a joining burst.
 fn queue(name: &str, buffer: Duration) -> Result<gst::Element, MediaError> {
     let q = make("queue", name)?;
-    let max_ns = (buffer + Duration::from_secs(5))
+    let max_ns = (buffer + super::MAX_REBUFFERED + Duration::from_secs(5))
         .as_nanos()
         .min(u128::from(u64::MAX)) as u64;
     q.set_property("max-size-buffers", 0u32);
@@ -352,10 +355,11 @@ fn audio_sink(headless: bool) -> Result<gst::Element, MediaError> {
     fakesink("audiosink", false)
 }
 
-/// Counts rendered video frames. Headless: fakesink's `handoff`, emitted when the frame is
-/// rendered (after clock sync). Windowed: a probe on the sink pad, which sees the frame
-/// before the sink waits for its time, so the render instant is estimated as now + how far
-/// the frame's running time is ahead of the clock.
+/// Counts rendered video frames and how late they reach the sink. Headless: fakesink's
+/// `handoff`, emitted when the frame is rendered (after clock sync). Windowed: a probe on
+/// the sink pad, which sees the frame before the sink waits for its time, so the render
+/// instant is estimated as now + how far the frame's running time is ahead of the clock
+/// (a frame more than [`super::LATE_FRAME`] behind it, the sink drops).
 fn count_renders(sink: &gst::Element, headless: bool, shared: &Arc<Shared>) {
     let shared = shared.clone();
     if headless {
@@ -365,9 +369,14 @@ fn count_renders(sink: &gst::Element, headless: bool, shared: &Arc<Shared>) {
                 .and_then(|v| v.get::<gst::Buffer>().ok())
                 .and_then(|b| b.pts())
                 .map(|p| p.nseconds());
-            shared
-                .metrics()
-                .on_video_render(Instant::now(), unix_now_us(), pts);
+            let sink = args.first().and_then(|v| v.get::<gst::Element>().ok());
+            let (_, late_ns) = playout_distance(sink.as_ref(), pts);
+            shared.metrics().on_video_render(
+                Instant::now(),
+                unix_now_us(),
+                pts,
+                Duration::from_nanos(late_ns),
+            );
             None
         });
         return;
@@ -379,18 +388,42 @@ fn count_renders(sink: &gst::Element, headless: bool, shared: &Arc<Shared>) {
     let weak_sink = sink.downgrade();
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let pts = info.buffer().and_then(|b| b.pts()).map(|p| p.nseconds());
-        let ahead_ns = match (
-            pts,
-            weak_sink.upgrade().and_then(|s| s.current_running_time()),
-        ) {
-            (Some(p), Some(now)) => p.saturating_sub(now.nseconds()),
-            _ => 0,
-        };
+        let (ahead_ns, late_ns) = playout_distance(weak_sink.upgrade().as_ref(), pts);
         let ahead = Duration::from_nanos(ahead_ns);
         let unix = unix_now_us().saturating_add(ahead_ns / 1000);
-        shared
-            .metrics()
-            .on_video_render(Instant::now() + ahead, unix, pts);
+        shared.metrics().on_video_render(
+            Instant::now() + ahead,
+            unix,
+            pts,
+            Duration::from_nanos(late_ns),
+        );
         gst::PadProbeReturn::Ok
     });
+}
+
+/// The base sink doing the rendering: `sink` itself, or inside an autodetect bin.
+fn base_sink(sink: &gst::Element) -> Option<gst_base::BaseSink> {
+    if let Some(b) = sink.downcast_ref::<gst_base::BaseSink>() {
+        return Some(b.clone());
+    }
+    let bin = sink.downcast_ref::<gst::Bin>()?;
+    bin.iterate_sinks()
+        .into_iter()
+        .flatten()
+        .find_map(|e| base_sink(&e))
+}
+
+/// How far (ns) a buffer with running time `pts` is ahead of, and behind, the instant
+/// `sink` renders it: the sink waits for `pts` plus the pipeline's latency and its render
+/// delay. `(0, 0)` when unknown.
+fn playout_distance(sink: Option<&gst::Element>, pts: Option<u64>) -> (u64, u64) {
+    let (Some(sink), Some(pts)) = (sink, pts) else {
+        return (0, 0);
+    };
+    let Some(now) = sink.current_running_time().map(|t| t.nseconds()) else {
+        return (0, 0);
+    };
+    let delay = base_sink(sink).map_or(0, |b| b.latency().nseconds() + b.render_delay().nseconds());
+    let due = pts.saturating_add(delay);
+    (due.saturating_sub(now), now.saturating_sub(due))
 }
