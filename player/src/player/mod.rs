@@ -14,7 +14,7 @@
 //! # let _ = report; Ok(()) }
 //! ```
 //!
-//! Timing ([`playout`]): the first pushed frame (any track) fixes `offset = running time
+//! Timing (module `playout`): the first pushed frame (any track) fixes `offset = running time
 //! now + buffer − frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for
 //! all tracks keeps audio and video in the origin's sync; the sinks play each frame
 //! `buffer` after the first one arrived, in the origin's rhythm. A frame that arrives after
