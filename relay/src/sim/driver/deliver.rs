@@ -10,11 +10,7 @@ impl Sim {
             Event::Join(p) => {
                 self.alive[p as usize] = true;
                 let bootstrap = vec![self.addrs[0].clone()];
-                let at = self.at(now);
-                if let Some(o) = self.overlays[p as usize].as_mut() {
-                    o.handle_join(at, bootstrap);
-                }
-                self.after(p);
+                self.deliver(p, |o, at| o.handle_join(at, bootstrap));
             }
             Event::Timer(p) => {
                 if !self.alive[p as usize] || self.timer_at[p as usize] != now {
@@ -90,14 +86,7 @@ impl Sim {
                 );
             }
             Event::PeerSilent { from, to } => {
-                if !self.alive[from as usize] {
-                    return;
-                }
-                let at = self.at(now);
-                if let Some(o) = self.overlays[from as usize].as_mut() {
-                    o.handle_peer_lost(at, &node_id(to));
-                }
-                self.after(from);
+                self.deliver(from, |o, at| o.handle_peer_lost(at, &node_id(to)));
             }
             Event::ProbeReply { from, to, reply } => {
                 if !self.alive[from as usize] {
@@ -108,13 +97,9 @@ impl Sim {
                     cache.retain(|(q, t)| *q != to && now < t + PROBE_CONN_KEEP_US);
                     cache.push((to, now));
                 }
-                let at = self.at(now);
                 let addr = self.addrs[to as usize].clone();
-                if let Some(o) = self.overlays[from as usize].as_mut() {
-                    let r = reply.map(|(rtt, info)| (Duration::from_micros(rtt), info));
-                    o.handle_probe_result(at, &addr, r);
-                }
-                self.after(from);
+                let r = reply.map(|(rtt, info)| (Duration::from_micros(rtt), info));
+                self.deliver(from, |o, at| o.handle_probe_result(at, &addr, r));
             }
             Event::AttachRequest {
                 from,
@@ -199,15 +184,8 @@ impl Sim {
                 );
             }
             Event::AttachReply { from, to, result } => {
-                if !self.alive[from as usize] {
-                    return;
-                }
-                let at = self.at(now);
                 let addr = self.addrs[to as usize].clone();
-                if let Some(o) = self.overlays[from as usize].as_mut() {
-                    o.handle_attach_result(at, &addr, result);
-                }
-                self.after(from);
+                self.deliver(from, |o, at| o.handle_attach_result(at, &addr, result));
             }
             Event::Detach { child, parent } => {
                 self.conns[child as usize].retain(|p| *p != parent);
@@ -215,14 +193,7 @@ impl Sim {
             }
             Event::ChildGone { parent, child } => self.child_gone(parent, child, true),
             Event::Tree { from, to, info } => {
-                if !self.alive[to as usize] {
-                    return;
-                }
-                let at = self.at(now);
-                if let Some(o) = self.overlays[to as usize].as_mut() {
-                    o.handle_tree(at, &node_id(from), info);
-                }
-                self.after(to);
+                self.deliver(to, |o, at| o.handle_tree(at, &node_id(from), info));
             }
             Event::Status {
                 from,
@@ -231,44 +202,22 @@ impl Sim {
                 subtree,
                 rooms,
             } => {
-                if !self.alive[to as usize] {
-                    return;
-                }
-                if let Some(o) = self.overlays[to as usize].as_mut() {
+                self.deliver(to, |o, _| {
                     o.handle_child_status(&node_id(from), free, subtree, rooms);
-                }
-                self.after(to);
+                });
             }
             Event::Goodbye { from, to, handover } => {
-                if !self.alive[to as usize] {
-                    return;
-                }
-                let at = self.at(now);
-                if let Some(o) = self.overlays[to as usize].as_mut() {
-                    o.handle_goodbye(at, &node_id(from), handover);
-                }
-                self.after(to);
+                self.deliver(to, |o, at| o.handle_goodbye(at, &node_id(from), handover));
             }
             Event::ParentLost { child, parent } => {
-                if !self.alive[child as usize] {
-                    return;
-                }
-                let at = self.at(now);
-                if let Some(o) = self.overlays[child as usize].as_mut() {
-                    o.handle_parent_lost(at, &node_id(parent));
-                }
-                self.after(child);
+                self.deliver(child, |o, at| o.handle_parent_lost(at, &node_id(parent)));
             }
             Event::Leave(p) => {
                 if !self.alive[p as usize] || self.leaving[p as usize] {
                     return;
                 }
                 self.leaving[p as usize] = true;
-                let at = self.at(now);
-                if let Some(o) = self.overlays[p as usize].as_mut() {
-                    o.handle_leave(at);
-                }
-                self.after(p);
+                self.deliver(p, |o, at| o.handle_leave(at));
                 let t = now + self.cfg.leave_timeout.as_micros() as u64;
                 self.q.push(t, Event::Close(p));
             }
@@ -319,18 +268,26 @@ impl Sim {
     /// `vanished`: the connection died (a crash, or a leaver closing) rather than the
     /// child detaching.
     pub(super) fn child_gone(&mut self, parent: Peer, child: Peer, vanished: bool) {
-        if !self.alive[parent as usize] {
-            return;
-        }
-        let at = self.at(self.now);
-        if let Some(o) = self.overlays[parent as usize].as_mut() {
+        self.deliver(parent, |o, at| {
             if vanished {
                 o.handle_child_lost(at, &node_id(child));
             } else {
                 o.handle_child_gone(&node_id(child));
             }
+        });
+    }
+
+    /// Hands something that happened to `p`'s overlay (if `p` is up) at the current
+    /// virtual time, then carries out the actions and records the events that follow.
+    fn deliver(&mut self, p: Peer, f: impl FnOnce(&mut Overlay, Instant)) {
+        if !self.alive[p as usize] {
+            return;
         }
-        self.after(parent);
+        let at = self.at(self.now);
+        if let Some(o) = self.overlays[p as usize].as_mut() {
+            f(o, at);
+        }
+        self.after(p);
     }
 
     /// `p` stops: its neighbours notice at once (an orderly close) or after the idle
