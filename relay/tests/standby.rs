@@ -224,16 +224,8 @@ fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
     x.handle_timeout(due);
     let probed = drain(&mut x);
     assert!(probed.contains(&Action::Probe(addr(3))), "{probed:?}");
-    x.handle_probe_result(
-        due,
-        &addr(3),
-        Some((Duration::from_millis(8), probe_info(1, 1, 2, vec![]))),
-    );
-    x.handle_probe_result(
-        due,
-        &addr(1),
-        Some((Duration::from_millis(12), probe_info(0, 0, 2, vec![]))),
-    );
+    x.handle_probe_result(due, &addr(3), Some((8 * MS, probe_info(1, 1, 2, vec![]))));
+    x.handle_probe_result(due, &addr(1), Some((12 * MS, probe_info(0, 0, 2, vec![]))));
     // p crashes: straight to the standby 3.
     let t1 = due + Duration::from_secs(1);
     x.handle_parent_lost(t1, &addr(2).id);
@@ -264,27 +256,15 @@ fn a_room_below_a_full_uncle_is_a_standby_too() {
     // The uncle names its child 5 with room (and, as probe replies do, some node it
     // knows of at our grandparent's depth, which is no room below it).
     let named = vec![cand(5, 2, 2), cand(6, 0, 3)];
-    x.handle_probe_result(
-        due,
-        &addr(3),
-        Some((Duration::from_millis(9), probe_info(1, 0, 2, named))),
-    );
-    x.handle_probe_result(
-        due,
-        &addr(1),
-        Some((Duration::from_millis(12), probe_info(0, 0, 2, vec![]))),
-    );
+    x.handle_probe_result(due, &addr(3), Some((9 * MS, probe_info(1, 0, 2, named))));
+    x.handle_probe_result(due, &addr(1), Some((12 * MS, probe_info(0, 0, 2, vec![]))));
     // The next refresh measures the room.
     let due = x.poll_timeout().expect("the next refresh");
     x.handle_timeout(due);
     let probed = drain(&mut x);
     assert!(probed.contains(&Action::Probe(addr(5))), "{probed:?}");
     assert!(!probed.contains(&Action::Probe(addr(6))), "{probed:?}");
-    x.handle_probe_result(
-        due,
-        &addr(5),
-        Some((Duration::from_millis(15), probe_info(2, 2, 2, vec![]))),
-    );
+    x.handle_probe_result(due, &addr(5), Some((15 * MS, probe_info(2, 2, 2, vec![]))));
     // The parent crashes: straight to 5.
     let t1 = due + Duration::from_secs(1);
     x.handle_parent_lost(t1, &addr(2).id);
@@ -299,11 +279,7 @@ fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names()
     let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
     // Many parents measured long ago, with room then.
     for b in 20..30 {
-        x.handle_probe_result(
-            t0,
-            &addr(b),
-            Some((Duration::from_millis(30), probe_info(3, 2, 2, vec![]))),
-        );
+        x.handle_probe_result(t0, &addr(b), Some((30 * MS, probe_info(3, 2, 2, vec![]))));
     }
     drain(&mut x);
     let t1 = t0 + Duration::from_secs(20);
@@ -385,7 +361,7 @@ fn a_standby_refresh_asks_the_uncles_before_full_ancestors() {
         x.handle_probe_result(
             t0,
             &addr(b),
-            Some((Duration::from_millis(ms), probe_info(depth, 0, 2, vec![]))),
+            Some((ms * MS, probe_info(depth, 0, 2, vec![]))),
         );
     }
     let due = x.poll_timeout().expect("a standby refresh");
@@ -402,11 +378,7 @@ fn with_two_measured_uncles() -> (Overlay, Instant) {
     x.handle_timeout(due);
     drain(&mut x);
     for (b, ms) in [(3, 15), (4, 25)] {
-        x.handle_probe_result(
-            due,
-            &addr(b),
-            Some((Duration::from_millis(ms), probe_info(1, 1, 2, vec![]))),
-        );
+        x.handle_probe_result(due, &addr(b), Some((ms * MS, probe_info(1, 1, 2, vec![]))));
     }
     (x, due)
 }
@@ -424,11 +396,7 @@ fn an_orphan_whose_standby_went_silent_too_moves_on_at_once() {
     let deadline = x.poll_timeout().expect("the standby attach's deadline");
     // The other backup, probed meanwhile, answers with room.
     let t2 = t1 + Duration::from_millis(30);
-    x.handle_probe_result(
-        t2,
-        &addr(4),
-        Some((Duration::from_millis(25), probe_info(1, 1, 2, vec![]))),
-    );
+    x.handle_probe_result(t2, &addr(4), Some((25 * MS, probe_info(1, 1, 2, vec![]))));
     assert_eq!(
         attach(&drain(&mut x)),
         None,
@@ -496,17 +464,9 @@ fn the_heir_is_the_child_with_the_largest_subtree() {
 fn a_node_measured_lately_above_us_is_a_standby() {
     let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
     // 7, at depth 1 with room, answered a probe (an improvement round, say).
-    x.handle_probe_result(
-        t0,
-        &addr(7),
-        Some((Duration::from_millis(20), probe_info(1, 1, 2, vec![]))),
-    );
+    x.handle_probe_result(t0, &addr(7), Some((20 * MS, probe_info(1, 1, 2, vec![]))));
     // 8, as deep as we are, could be below the parent: not a standby.
-    x.handle_probe_result(
-        t0,
-        &addr(8),
-        Some((Duration::from_millis(5), probe_info(2, 1, 2, vec![]))),
-    );
+    x.handle_probe_result(t0, &addr(8), Some((5 * MS, probe_info(2, 1, 2, vec![]))));
     drain(&mut x);
     x.handle_parent_lost(t0 + Duration::from_secs(2), &addr(2).id);
     let acts = drain(&mut x);
