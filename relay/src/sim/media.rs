@@ -262,8 +262,12 @@ impl Media {
         self.arr.clear();
         self.order.push(c);
         self.stamp[cu] = epoch;
+        // Frame by frame, as live segments go: a segment's first frame leaves once the
+        // segments before it are sent, and one frame's share of its own sending time later.
+        let (frame_us, seg_us) = (self.cfg.frame_us, self.cfg.seg_us.max(1));
+        let first_frame = move |per: u64| per * frame_us / seg_us;
         for i in 0..m {
-            let at = now + (i as u64 + 1) * per;
+            let at = now + i as u64 * per + first_frame(per);
             self.arr.push(at);
             if self.receive(cu, from + i as u32, at) {
                 self.catchup_segments += 1;
@@ -282,10 +286,13 @@ impl Media {
                 self.stamp[du] = epoch;
                 let owd = links.owd(q, d);
                 let base = qi * m;
-                let mut prev = 0u64;
+                // `q` starts on a segment when its first frame is in and the previous
+                // one is sent.
+                let mut free_at = 0u64;
                 for i in 0..m {
-                    let at = (self.arr[base + i] + per_q + owd).max(prev + per_q);
-                    prev = at;
+                    let start = self.arr[base + i].max(free_at);
+                    free_at = start + per_q;
+                    let at = start + first_frame(per_q) + owd;
                     self.arr.push(at);
                     if self.receive(du, from + i as u32, at) {
                         self.catchup_segments += 1;
@@ -311,5 +318,82 @@ impl Media {
         let by_emit = u64::from(self.emitted.saturating_sub(self.first_seg[n]));
         let expected = by_time.min(by_emit);
         Some((u64::from(self.ontime[n]).min(expected), expected))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000;
+
+    fn cfg(buffer_ms: u64) -> MediaConfig {
+        MediaConfig {
+            seg_us: 200 * MS,
+            seg_bits: 300_000.0,
+            group: 10,
+            cache_groups: 2,
+            buffer_us: buffer_ms * MS,
+            frame_us: 40 * MS,
+            max_wait_us: 1_000 * MS,
+        }
+    }
+
+    /// A chain 0 → 1 → 2 → 3 in one place; 1 is cut off for segments 5..8, then
+    /// re-attaches to 0.
+    #[test]
+    fn a_repaired_subtree_gets_what_it_missed_frame_by_frame() {
+        let mut m = Media::new(cfg(1_000));
+        for _ in 0..4 {
+            m.add_peer(u64::MAX - 1);
+        }
+        let here = Place::at(40.0, -75.0, 2 * MS as u32, 0);
+        let place = [here; 4];
+        let alive = [true; 4];
+        let upload = [10e6, 3e6, 3e6, 3e6];
+        let mut kids = vec![vec![1], vec![2], vec![3], vec![]];
+        let seg = |k: u32| u64::from(k) * 200 * MS;
+        for k in 0..5 {
+            let links = Links {
+                alive: &alive,
+                place: &place,
+                upload: &upload,
+                kids: &kids,
+            };
+            m.segment(k, seg(k), &links);
+        }
+        kids[0].clear();
+        for k in 5..8 {
+            let links = Links {
+                alive: &alive,
+                place: &place,
+                upload: &upload,
+                kids: &kids,
+            };
+            m.segment(k, seg(k), &links);
+        }
+        kids[0].push(1);
+        let links = Links {
+            alive: &alive,
+            place: &place,
+            upload: &upload,
+            kids: &kids,
+        };
+        let now = seg(8);
+        m.attached(1, 0, now, &links);
+        // Segments 5, 6, 7 went to 1, then down to 2 and 3, each hop starting on a
+        // segment once its first frame is in (one frame's share of the sending time,
+        // plus the link), not once the whole segment is.
+        let owd = here.owd_us(&here);
+        let frame = |per: u64| per / 5;
+        let per0 = (300_000.0 / 10e6 * 1e6) as u64;
+        let per = (300_000.0 / 3e6 * 1e6) as u64;
+        let first_at_1 = now + frame(per0);
+        let first_at_3 = first_at_1 + 2 * (frame(per) + owd);
+        assert_eq!(m.arr[0], first_at_1);
+        assert_eq!(m.arr[2 * 3], first_at_3);
+        // Later segments follow at the pace of each upload.
+        assert_eq!(m.arr[2 * 3 + 2] - m.arr[2 * 3 + 1], per);
+        assert_eq!(m.catchup_segments, 9);
     }
 }

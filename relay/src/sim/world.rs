@@ -137,7 +137,7 @@ const FIBRE_KM_PER_US: f64 = 0.2;
 const ROUTE_FACTOR: f64 = 1.5;
 
 impl Place {
-    fn at(lat: f64, lon: f64, access_us: u32, region: usize) -> Place {
+    pub(crate) fn at(lat: f64, lon: f64, access_us: u32, region: usize) -> Place {
         let (la, lo) = (lat.to_radians(), lon.to_radians());
         Place {
             xyz: [la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()],
