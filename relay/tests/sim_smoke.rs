@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use treecast_relay::sim::driver::StallCause;
 use treecast_relay::sim::{self, ConfigError, Outcome, Scenario, SimConfig, report};
 
 fn cfg(scenario: Scenario, seed: u64) -> SimConfig {
@@ -79,6 +80,41 @@ fn failures_are_repaired() {
         assert!(o.orphaned > 0, "{s}: no parent was lost");
         assert!(!o.repair_ms.is_empty(), "{s}: no repair measured");
     }
+}
+
+fn stalls_after_crashes(o: &Outcome) -> u64 {
+    [
+        StallCause::ParentCrashed,
+        StallCause::GrandparentCrashed,
+        StallCause::AncestorCrashed,
+    ]
+    .iter()
+    .map(|c| o.stalls[c.index()])
+    .sum()
+}
+
+#[test]
+fn stalls_are_put_down_to_the_crashes_before_them() {
+    // The origin's children crash together: with a 0.3 s buffer, many viewers below
+    // them pause (once each) while their subtrees are re-placed.
+    let o = sim::run(SimConfig {
+        buffer: Duration::from_millis(300),
+        ..cfg(Scenario::OriginChildren, 3)
+    });
+    let total: u64 = o.stalls.iter().sum();
+    assert!(total > 0, "nobody paused");
+    assert!(
+        stalls_after_crashes(&o) * 10 >= total * 9,
+        "stalls by cause: {:?}",
+        o.stalls
+    );
+    let (stalled, viewers) = o.viewers_stalled;
+    assert!(stalled > 0 && stalled <= total && stalled <= viewers);
+    assert!(o.stall_s > 0.0 && o.stall_s < o.playing_s);
+    assert!(report::markdown(&o).contains(&format!("at {stalled} of {viewers} viewers")));
+    // Nobody crashes in a steady audience: no stall is put down to a crash.
+    let s = sim::run(cfg(Scenario::Steady, 1));
+    assert_eq!(stalls_after_crashes(&s), 0, "{:?}", s.stalls);
 }
 
 #[test]

@@ -13,6 +13,13 @@
 //!
 //! Each peer plays segment `j` at `first arrival + buffer + (j - first) * seg_us`; the
 //! continuity index counts the segments that arrived by then.
+//!
+//! The player does not keep that schedule when a frame comes too late for it: it
+//! re-buffers (pauses, then plays the late frame `buffer` after its arrival, with that
+//! much more latency from then on, up to [`MAX_REBUFFERED`] in all). A second schedule
+//! per peer follows that rule and records each such pause as a [`Stall`]: what a viewer
+//! of the shipped player sees. A path that got slower for good then costs one pause,
+//! where the fixed schedule counts every segment after it as late.
 
 use super::events::Peer;
 use super::metrics::Hist;
@@ -20,6 +27,21 @@ use super::world::Place;
 
 /// Marks "no segment yet".
 const NONE: u32 = u32::MAX;
+
+/// Latency the player's re-buffering may add in total (the player's `MAX_REBUFFERED`);
+/// past it, late segments play late instead.
+pub const MAX_REBUFFERED_US: u64 = 10_000_000;
+
+/// One pause of a viewer's playback: a segment came after its playout time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// The viewer.
+    pub peer: Peer,
+    /// When the late segment arrived (playback resumes `buffer` later).
+    pub at: u64,
+    /// How long playback pauses, microseconds (the segment's lateness plus the buffer).
+    pub pause_us: u64,
+}
 
 /// Stream parameters.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +102,8 @@ pub struct Media {
     first_seg: Vec<u32>,
     play_start: Vec<u64>,
     ontime: Vec<u32>,
+    /// Latency re-buffering has added so far, per peer.
+    rebuffered: Vec<u64>,
     busy: Vec<u64>,
     /// When each peer received its first segment (`u64::MAX`: never).
     pub first_at: Vec<u64>,
@@ -100,6 +124,8 @@ pub struct Media {
     pub catchup_segments: u64,
     /// Segments a node dropped because its upload queue was too far behind.
     pub dropped: u64,
+    /// Pauses not yet taken by the driver (see [`Media::take_stalls`]).
+    stalls: Vec<Stall>,
 }
 
 impl Media {
@@ -111,6 +137,7 @@ impl Media {
             first_seg: Vec::new(),
             play_start: Vec::new(),
             ontime: Vec::new(),
+            rebuffered: Vec::new(),
             busy: Vec::new(),
             first_at: Vec::new(),
             end: Vec::new(),
@@ -124,6 +151,7 @@ impl Media {
             origin_bits: 0.0,
             catchup_segments: 0,
             dropped: 0,
+            stalls: Vec::new(),
         }
     }
 
@@ -133,6 +161,7 @@ impl Media {
         self.first_seg.push(NONE);
         self.play_start.push(0);
         self.ontime.push(0);
+        self.rebuffered.push(0);
         self.busy.push(0);
         self.first_at.push(u64::MAX);
         self.end.push(end);
@@ -158,6 +187,18 @@ impl Media {
         let deadline = self.play_start[n] + u64::from(j - self.first_seg[n]) * self.cfg.seg_us;
         if at <= deadline && deadline <= self.end[n] {
             self.ontime[n] += 1;
+        }
+        // The player's schedule: re-buffer when a segment comes after it.
+        let due = deadline + self.rebuffered[n];
+        if at > due && due <= self.end[n] && self.rebuffered[n] < MAX_REBUFFERED_US {
+            let pause_us =
+                (at - due + self.cfg.buffer_us).min(MAX_REBUFFERED_US - self.rebuffered[n]);
+            self.rebuffered[n] += pause_us;
+            self.stalls.push(Stall {
+                peer: n as Peer,
+                at,
+                pause_us,
+            });
         }
         self.next_seg[n] = j + 1;
         true
@@ -304,6 +345,25 @@ impl Media {
         }
     }
 
+    /// The pauses recorded since the last call, in the order the segments were placed.
+    pub fn take_stalls(&mut self) -> Vec<Stall> {
+        std::mem::take(&mut self.stalls)
+    }
+
+    /// Latency re-buffering has added to `n`'s playback.
+    pub fn rebuffered_us(&self, n: usize) -> u64 {
+        self.rebuffered[n]
+    }
+
+    /// How long `n` has been playing by `until` (from its first playout), microseconds;
+    /// None if it never started.
+    pub fn playing_us(&self, n: usize, until: u64) -> Option<u64> {
+        if self.first_seg[n] == NONE {
+            return None;
+        }
+        Some(until.saturating_sub(self.play_start[n]))
+    }
+
     /// Segments `n` played on time and segments it should have played, up to `until`
     /// (None: it never started, or its end was not known in advance).
     pub fn continuity(&self, n: usize, until: u64) -> Option<(u64, u64)> {
@@ -337,6 +397,48 @@ mod tests {
             frame_us: 40 * MS,
             max_wait_us: 1_000 * MS,
         }
+    }
+
+    #[test]
+    fn a_late_segment_pauses_playback_once_and_the_schedule_moves_with_it() {
+        let mut m = Media::new(cfg(300));
+        m.add_peer(0);
+        m.add_peer(10_000 * MS);
+        m.receive(1, 0, 0);
+        m.receive(1, 1, 250 * MS);
+        assert!(m.take_stalls().is_empty(), "on time");
+        // Due at 700 ms, in at 1.4 s: a pause of 700 ms late + 300 ms buffer.
+        m.receive(1, 2, 1_400 * MS);
+        assert_eq!(
+            m.take_stalls(),
+            vec![Stall {
+                peer: 1,
+                at: 1_400 * MS,
+                pause_us: 1_000 * MS
+            }]
+        );
+        // The path stays that slow: the player is on time again, the fixed schedule
+        // is not.
+        m.receive(1, 3, 1_600 * MS);
+        m.receive(1, 4, 1_800 * MS);
+        assert!(m.take_stalls().is_empty());
+        assert_eq!(m.rebuffered_us(1), 1_000 * MS);
+        assert_eq!(m.ontime[1], 2, "on time by the fixed schedule");
+        assert_eq!(m.playing_us(1, 1_900 * MS), Some(1_600 * MS));
+    }
+
+    #[test]
+    fn re_buffering_stops_at_the_cap() {
+        let mut m = Media::new(cfg(1_000));
+        m.add_peer(0);
+        m.add_peer(100_000 * MS);
+        m.receive(1, 0, 0);
+        m.receive(1, 1, 8_000 * MS);
+        m.receive(1, 2, 30_000 * MS);
+        m.receive(1, 3, 60_000 * MS);
+        let pauses: Vec<u64> = m.take_stalls().iter().map(|s| s.pause_us).collect();
+        assert_eq!(pauses, vec![7_800 * MS, 2_200 * MS]);
+        assert_eq!(m.rebuffered_us(1), MAX_REBUFFERED_US);
     }
 
     /// A chain 0 → 1 → 2 → 3 in one place; 1 is cut off for segments 5..8, then

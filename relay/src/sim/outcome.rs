@@ -1,7 +1,7 @@
 //! The end-of-run analysis: distributions, totals and invariants.
 
 use super::SimConfig;
-use super::driver::{SamplePoint, Sim};
+use super::driver::{SamplePoint, Sim, StallCause};
 use super::metrics::{ControlBytes, Dist, Hist};
 
 const NONE: u32 = u32::MAX;
@@ -83,6 +83,16 @@ pub struct Outcome {
     pub catchup_segments: u64,
     /// Segments dropped by overloaded upload queues.
     pub dropped_segments: u64,
+    /// Pauses of playback as the player re-buffers, by [`StallCause`] (its `index`).
+    pub stalls: [u64; 5],
+    /// Their total length, seconds.
+    pub stall_s: f64,
+    /// Time viewers spent playing (first playout to leaving or the end), seconds.
+    pub playing_s: f64,
+    /// Viewers that paused at least once, and viewers that played.
+    pub viewers_stalled: (u64, u64),
+    /// Latency re-buffering had added per viewer by the time it stopped, ms.
+    pub rebuffered_ms: Dist,
     /// Invariants.
     pub invariants: Invariants,
 }
@@ -184,7 +194,18 @@ pub fn analyse(mut sim: Sim) -> Outcome {
     let mut first = Dist::default();
     let mut per_peer = Dist::default();
     let mut peer_seconds = 0.0;
+    let mut playing_us = 0u64;
+    let mut viewers_stalled = (0u64, 0u64);
+    let mut rebuffered_ms = Dist::default();
     for p in 1..n {
+        if let Some(t) = sim.media.playing_us(p, sim.down_at[p].min(end))
+            && t > 0
+        {
+            playing_us += t;
+            viewers_stalled.0 += u64::from(sim.stalls_of[p] > 0);
+            viewers_stalled.1 += 1;
+            rebuffered_ms.add(sim.media.rebuffered_us(p) as f64 / 1000.0);
+        }
         if let Some((ok, due)) = sim.media.continuity(p, end)
             && due > 0
         {
@@ -249,6 +270,11 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         series: m.series,
         catchup_segments: sim.media.catchup_segments,
         dropped_segments: sim.media.dropped,
+        stalls: m.stalls,
+        stall_s: m.stall_us as f64 / 1e6,
+        playing_s: playing_us as f64 / 1e6,
+        viewers_stalled,
+        rebuffered_ms,
         invariants: inv,
         config: sim.cfg.clone(),
     }
@@ -261,6 +287,12 @@ impl Outcome {
             return 0.0;
         }
         self.continuity_total.0 as f64 / self.continuity_total.1 as f64
+    }
+
+    /// Pauses that followed a crash of the viewer's parent or grandparent.
+    pub fn stalls_after_near_crash(&self) -> u64 {
+        self.stalls[StallCause::ParentCrashed.index()]
+            + self.stalls[StallCause::GrandparentCrashed.index()]
     }
 
     /// Whether every invariant held.

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::Outcome;
+use super::driver::{CAUSE_WINDOW_US, StallCause};
 use super::metrics::{Dist, Summary};
 use super::svg::{self, Scale, Series};
 
@@ -73,6 +74,15 @@ pub fn markdown(o: &Outcome) -> String {
         c.buffer.as_secs_f64(),
         ci,
         verdict(ci >= 0.999)
+    );
+    let near = o.stalls_after_near_crash();
+    let _ = writeln!(
+        s,
+        "| no stall when the parent or grandparent crashes ({:.1} s buffer, the player re-buffering) | {} stalls ({} parents lost without goodbye) | {} |",
+        c.buffer.as_secs_f64(),
+        near,
+        o.orphaned,
+        verdict(near == 0)
     );
     let rp = repair.summary();
     let _ = writeln!(
@@ -142,6 +152,13 @@ pub fn markdown(o: &Outcome) -> String {
     row(&mut s, "repair, loss noticed to re-attached", "ms", rp);
     row(&mut s, "repair, parent down to re-attached", "ms", ou);
     row(&mut s, "continuity index per peer", "ratio", cont.summary());
+    let mut rebuf = o.rebuffered_ms.clone();
+    row(
+        &mut s,
+        "latency added by re-buffering, per viewer",
+        "ms",
+        rebuf.summary(),
+    );
     row(
         &mut s,
         "control bytes per peer (sent+received)",
@@ -167,6 +184,7 @@ pub fn markdown(o: &Outcome) -> String {
         "- Continuity: {} of {} segments on time ({:.5})",
         o.continuity_total.0, o.continuity_total.1, ci
     );
+    let _ = writeln!(s, "{}", playback(o));
     let _ = writeln!(
         s,
         "- Parents lost without goodbye: {}; repairs: {}, {} of them straight to the standby; moves: {}; loops detected: {}; segments sent from caches: {}; segments dropped by overloaded uploads: {}",
@@ -218,6 +236,26 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "- [{t}]({f})");
     }
     s
+}
+
+/// The stalls line: playback as the player does it.
+fn playback(o: &Outcome) -> String {
+    let total: u64 = o.stalls.iter().sum();
+    let (stalled, viewers) = o.viewers_stalled;
+    let causes: Vec<String> = StallCause::ALL
+        .iter()
+        .map(|c| format!("{} {}", c.label(), o.stalls[c.index()]))
+        .collect();
+    format!(
+        "- Playback as the player does it (a segment that comes after its time pauses playback, which resumes one buffer after it arrived): {total} stalls ({:.2} per viewer-hour) at {stalled} of {viewers} viewers ({:.2}%), {:.1} s paused in {:.1} viewer-hours played ({:.4}%). What came shortly before each (within {} s, the nearest first): {}",
+        total as f64 / (o.playing_s / 3600.0).max(1e-9),
+        100.0 * stalled as f64 / viewers.max(1) as f64,
+        o.stall_s,
+        o.playing_s / 3600.0,
+        100.0 * o.stall_s / o.playing_s.max(1e-9),
+        CAUSE_WINDOW_US / 1_000_000,
+        causes.join("; ")
+    )
 }
 
 const PLOTS: [(&str, &str); 7] = [

@@ -21,8 +21,12 @@ impl Sim {
                 self.m.orphaned += 1;
                 let down = self.down_at[index(&parent) as usize];
                 self.orphan_since[p as usize] = if down == NEVER { self.now } else { down };
+                self.lost_parent_at[p as usize] = self.orphan_since[p as usize];
             }
-            OverlayEvent::Moved { .. } => self.m.moved += 1,
+            OverlayEvent::Moved { .. } => {
+                self.m.moved += 1;
+                self.moved_at[p as usize] = self.now;
+            }
             OverlayEvent::LoopDetected => {
                 self.m.loops += 1;
                 self.orphan_since[p as usize] = self.now;

@@ -243,6 +243,7 @@ impl Sim {
                     kids: &self.kids,
                 };
                 self.media.segment(k, now, &links);
+                self.note_stalls();
                 let next = u64::from(k + 1) * self.cfg.segment.as_micros() as u64;
                 self.q.push(next, Event::Segment(k + 1));
             }

@@ -13,6 +13,9 @@
 
 mod actions;
 mod deliver;
+mod stalls;
+
+pub use stalls::{CAUSE_WINDOW_US, StallCause};
 
 use std::time::{Duration, Instant};
 
@@ -92,6 +95,10 @@ pub struct Measures {
     pub control: ControlBytes,
     /// Once a second.
     pub series: Vec<SamplePoint>,
+    /// Pauses of playback (the player's re-buffering), by [`StallCause`].
+    pub stalls: [u64; 5],
+    /// Their total length, microseconds.
+    pub stall_us: u64,
 }
 
 /// The simulator.
@@ -120,6 +127,12 @@ pub struct Sim {
     /// Whether a peer that stopped crashed (went silent) rather than closed in order.
     pub(super) crashed: Vec<bool>,
     pub(super) orphan_since: Vec<u64>,
+    /// When each peer's parent last went down under it (crashed, without a goodbye).
+    lost_parent_at: Vec<u64>,
+    /// When each peer last moved to another parent.
+    moved_at: Vec<u64>,
+    /// Pauses of each peer's playback.
+    pub(super) stalls_of: Vec<u32>,
     pub(super) ctl_bytes: Vec<u64>,
     pub(super) media: Media,
     pub(super) m: Measures,
@@ -202,6 +215,9 @@ impl Sim {
             down_at: Vec::new(),
             crashed: Vec::new(),
             orphan_since: Vec::new(),
+            lost_parent_at: Vec::new(),
+            moved_at: Vec::new(),
+            stalls_of: Vec::new(),
             ctl_bytes: Vec::new(),
             media,
             m: Measures::default(),
@@ -295,6 +311,9 @@ impl Sim {
         self.down_at.push(NEVER);
         self.crashed.push(false);
         self.orphan_since.push(NEVER);
+        self.lost_parent_at.push(NEVER);
+        self.moved_at.push(NEVER);
+        self.stalls_of.push(0);
         self.ctl_bytes.push(0);
         self.media.add_peer(end);
         self.spawned += usize::from(i > 0);
@@ -422,6 +441,7 @@ impl Sim {
                 kids: &self.kids,
             };
             self.media.attached(p, new, self.now, &links);
+            self.note_stalls();
         } else {
             let t = self.now + self.cfg.idle_timeout.as_micros() as u64;
             self.q.push(
