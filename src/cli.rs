@@ -376,7 +376,7 @@ pub struct SimArgs {
     /// Virtual time to simulate.
     #[arg(long, env = "TREECAST_SIM_DURATION", default_value = "120s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Playout buffer used for the continuity index.
+    /// Playout buffer: the continuity index and the stalls are measured against it.
     #[arg(long, env = "TREECAST_SIM_BUFFER", default_value = "2s", value_parser = parse_duration)]
     pub buffer: Duration,
     /// Children the origin accepts.

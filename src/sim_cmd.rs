@@ -36,11 +36,13 @@ pub fn run(a: &SimArgs) -> Result<()> {
     sim::report::write(&outcome, &a.out)
         .with_context(|| format!("cannot write the report to {}", a.out.display()))?;
     println!(
-        "{}: N = {}, median stretch {:.3}, continuity {:.5}, {} cycles, {} detached",
+        "{}: N = {}, median stretch {:.3}, continuity {:.5}, {} stalls ({} after a parent or grandparent crash), {} cycles, {} detached",
         a.scenario,
         a.peers,
         outcome.stretch.clone().summary().p50,
         outcome.continuity_index(),
+        outcome.stalls.iter().sum::<u64>(),
+        outcome.stalls_after_near_crash(),
         outcome.invariants.cycles,
         outcome.invariants.detached
     );
