@@ -39,6 +39,8 @@ pub struct Outcome {
     pub first_frame_ms: Dist,
     /// Join to attached (the overlay's own measure), ms.
     pub join_attach_ms: Dist,
+    /// The same, in round trips between the joiner and the origin.
+    pub join_rtts: Dist,
     /// Tree depth at the end (origin 0).
     pub depth: Dist,
     /// Latency along the tree over the direct origin-peer latency, at the end.
@@ -248,6 +250,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         stale_depth,
         first_frame_ms: first,
         join_attach_ms: m.join_attach_ms,
+        join_rtts: m.join_rtts,
         depth: out_depth,
         stretch,
         e2e_ms: sim.media.e2e.clone(),

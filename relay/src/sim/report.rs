@@ -135,6 +135,13 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     row(&mut s, "join to first segment", "ms", first.summary());
     row(&mut s, "join to attached (overlay)", "ms", join.summary());
+    let mut join_rtts = o.join_rtts.clone();
+    row(
+        &mut s,
+        "join to attached, in RTTs to the origin",
+        "RTTs",
+        join_rtts.summary(),
+    );
     row(&mut s, "tree depth (end)", "hops", depth.summary());
     row(&mut s, "stretch (end)", "ratio", st);
     row(

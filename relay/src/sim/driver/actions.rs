@@ -7,7 +7,15 @@ impl Sim {
     pub(super) fn on_event(&mut self, p: Peer, e: OverlayEvent) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match e {
-            OverlayEvent::Joined { took, .. } => self.m.join_attach_ms.add(ms(took)),
+            OverlayEvent::Joined { took, .. } => {
+                self.m.join_attach_ms.add(ms(took));
+                // In round trips to the origin (without jitter): what "a few round
+                // trips" is judged by.
+                let rtt_us = 2 * self.owd(p, 0).max(1);
+                self.m
+                    .join_rtts
+                    .add(took.as_micros() as f64 / rtt_us as f64);
+            }
             OverlayEvent::Repaired { took, standby, .. } => {
                 self.m.repair_ms.add(ms(took));
                 self.m.repaired_by_standby += u64::from(standby);

@@ -77,6 +77,8 @@ pub struct SamplePoint {
 pub struct Measures {
     /// Overlay join time (join request to attach), ms.
     pub join_attach_ms: Dist,
+    /// The same, in round trips between the joiner and the origin.
+    pub join_rtts: Dist,
     /// Overlay repair time (loss noticed to re-attach), ms.
     pub repair_ms: Dist,
     /// Parent crash or close to re-attach, ms.
