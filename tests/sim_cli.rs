@@ -37,18 +37,17 @@ fn a_small_churn_run_reports_stalls_and_their_causes() {
 
 #[test]
 fn bad_sim_flags_are_clear_errors() {
-    let out = Command::new(BIN)
-        .args(["sim", "--scenario", "meteor"])
-        .output()
-        .expect("run treecast sim");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("steady, flash"), "{err}");
-    let out = Command::new(BIN)
-        .args(["sim", "--peers", "0"])
-        .output()
-        .expect("run treecast sim");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("peer"), "{err}");
+    for (flags, says) in [
+        (["--scenario", "meteor"], "steady, flash"),
+        (["--peers", "0"], "--peers must be at least 1"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("sim")
+            .args(flags)
+            .output()
+            .expect("run treecast sim");
+        assert!(!out.status.success(), "{flags:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
 }

@@ -455,34 +455,25 @@ mod tests {
         let upload = [10e6, 3e6, 3e6, 3e6];
         let mut kids = vec![vec![1], vec![2], vec![3], vec![]];
         let seg = |k: u32| u64::from(k) * 200 * MS;
+        fn links<'a>(w: &'a ([bool; 4], [Place; 4], [f64; 4]), kids: &'a [Vec<Peer>]) -> Links<'a> {
+            Links {
+                alive: &w.0,
+                place: &w.1,
+                upload: &w.2,
+                kids,
+            }
+        }
+        let world = (alive, place, upload);
         for k in 0..5 {
-            let links = Links {
-                alive: &alive,
-                place: &place,
-                upload: &upload,
-                kids: &kids,
-            };
-            m.segment(k, seg(k), &links);
+            m.segment(k, seg(k), &links(&world, &kids));
         }
         kids[0].clear();
         for k in 5..8 {
-            let links = Links {
-                alive: &alive,
-                place: &place,
-                upload: &upload,
-                kids: &kids,
-            };
-            m.segment(k, seg(k), &links);
+            m.segment(k, seg(k), &links(&world, &kids));
         }
         kids[0].push(1);
-        let links = Links {
-            alive: &alive,
-            place: &place,
-            upload: &upload,
-            kids: &kids,
-        };
         let now = seg(8);
-        m.attached(1, 0, now, &links);
+        m.attached(1, 0, now, &links(&world, &kids));
         // Segments 5, 6, 7 went to 1, then down to 2 and 3, each hop starting on a
         // segment once its first frame is in (one frame's share of the sending time,
         // plus the link), not once the whole segment is.
