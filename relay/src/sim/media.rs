@@ -16,10 +16,10 @@
 //!
 //! The player does not keep that schedule when a frame comes too late for it: it
 //! re-buffers (pauses, then plays the late frame `buffer` after its arrival, with that
-//! much more latency from then on, up to [`MAX_REBUFFERED`] in all). A second schedule
-//! per peer follows that rule and records each such pause as a [`Stall`]: what a viewer
-//! of the shipped player sees. A path that got slower for good then costs one pause,
-//! where the fixed schedule counts every segment after it as late.
+//! much more latency from then on, up to [`MAX_REBUFFERED_US`] in all). A second
+//! schedule per peer follows that rule and records each such pause as a [`Stall`]: what
+//! a viewer of the shipped player sees. A path that got slower for good then costs one
+//! pause, where the fixed schedule counts every segment after it as late.
 
 use super::events::Peer;
 use super::metrics::Hist;
