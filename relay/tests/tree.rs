@@ -16,6 +16,7 @@ use common::*;
 use treecast_relay::node::netem::CoordinateLinks;
 use treecast_relay::node::{Node, NodeEvent, NodeId, PeerAddr, Publisher};
 use treecast_relay::proto::overlay::OverlayEvent;
+use treecast_relay::proto::playout::Playout;
 use treecast_relay::proto::synthetic::SyntheticSpec;
 
 const BASE: Duration = Duration::from_millis(2);
@@ -23,36 +24,17 @@ const BASE: Duration = Duration::from_millis(2);
 const PLAYOUT_BUFFER: Duration = Duration::from_secs(1);
 
 /// What a member's local subscriber saw.
-#[derive(Default)]
 struct Seen {
     seqs: Vec<u64>,
     last_arrival: Option<Instant>,
     max_gap: Duration,
+    /// The player's playout clock with a [`PLAYOUT_BUFFER`], on arrival times since
+    /// `started`. The first frame is the cached group's keyframe, as for a viewer, so the
+    /// cushion is the buffer plus that group's age when the member joined.
     playout: Playout,
-}
-
-/// The player's playout clock, on arrival times: the first frame plays a buffer after it
-/// arrived, the others in the origin's rhythm; a frame that comes after its time pauses
-/// playback (a stall) and plays a buffer after its arrival, as the player re-buffers.
-/// The first frame is the cached group's keyframe, as for a viewer, so the cushion is the
-/// buffer plus that group's age when the member joined.
-#[derive(Default)]
-struct Playout {
-    first: Option<(Instant, u64)>,
-    added: Duration,
+    started: Instant,
+    /// Pauses (re-buffers) since the last [`take_stalls`].
     stalls: u32,
-}
-
-impl Playout {
-    fn arrived(&mut self, at: Instant, pts_us: u64) {
-        let (t0, pts0) = *self.first.get_or_insert((at, pts_us));
-        let due =
-            t0 + PLAYOUT_BUFFER + Duration::from_micros(pts_us.saturating_sub(pts0)) + self.added;
-        if at > due {
-            self.stalls += 1;
-            self.added += at - due + PLAYOUT_BUFFER;
-        }
-    }
 }
 
 /// Viewers whose playback would have paused since the last call, and the pauses; the
@@ -62,9 +44,9 @@ fn take_stalls(members: &HashMap<NodeId, Member>) -> (usize, u32) {
     let mut pauses = 0;
     for m in members.values() {
         let mut s = m.seen.lock().unwrap_or_else(|e| e.into_inner());
-        viewers += usize::from(s.playout.stalls > 0);
-        pauses += s.playout.stalls;
-        s.playout.stalls = 0;
+        viewers += usize::from(s.stalls > 0);
+        pauses += s.stalls;
+        s.stalls = 0;
     }
     (viewers, pauses)
 }
@@ -111,7 +93,14 @@ async fn start_member(
     cfg.max_children = cap;
     cfg.link_model = Some(links.clone());
     let node = Node::start(cfg).await.expect("joins");
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen = Arc::new(Mutex::new(Seen {
+        seqs: Vec::new(),
+        last_arrival: None,
+        max_gap: Duration::ZERO,
+        playout: Playout::new(PLAYOUT_BUFFER),
+        started: Instant::now(),
+        stalls: 0,
+    }));
     let sub = node.subscribe_local();
     let s = seen.clone();
     let (last_tx, last_seq) = tokio::sync::watch::channel(0u64);
@@ -125,7 +114,10 @@ async fn start_member(
             }
             s.last_arrival = Some(now);
             s.seqs.push(f.seq);
-            s.playout.arrived(now, f.pts);
+            let running_ns = now.duration_since(s.started).as_nanos() as u64;
+            if s.playout.place(f.pts, running_ns).added_ns > 0 {
+                s.stalls += 1;
+            }
         }
     });
     Member {

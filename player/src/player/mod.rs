@@ -14,7 +14,7 @@
 //! # let _ = report; Ok(()) }
 //! ```
 //!
-//! Timing (module `playout`): the first pushed frame (any track) fixes `offset = running time
+//! Timing (`treecast_relay::proto::playout`, shared with the simulator): the first pushed frame (any track) fixes `offset = running time
 //! now + buffer − frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for
 //! all tracks keeps audio and video in the origin's sync; the sinks play each frame
 //! `buffer` after the first one arrived, in the origin's rhythm. A frame that arrives after
@@ -28,7 +28,6 @@
 mod metrics;
 mod output;
 mod pipeline;
-mod playout;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,11 +43,11 @@ use treecast_relay::proto::media::{Catalog, Codec, Frame, TrackId};
 
 pub use metrics::{LATE_FRAME, LatencySummary, PlayerReport, PlayerStats, STALL_GAP};
 pub use output::Output;
-pub use playout::MAX_REBUFFERED;
+pub use treecast_relay::proto::playout::MAX_REBUFFERED;
 
 use crate::MediaError;
 use metrics::{Kind, Metrics};
-use playout::Playout;
+use treecast_relay::proto::playout::Playout;
 
 /// How long [`Player::finish`] waits for the pipeline to drain.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);

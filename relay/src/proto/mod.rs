@@ -12,6 +12,8 @@
 //! - [`trust`]: publisher signatures, join tokens and payload encryption.
 //! - [`report`]: bounded subtree summaries that nodes send up the tree.
 //! - [`text`]: text messages on a data track (one group per message, with history).
+//! - [`playout`]: a viewer's playout clock with re-buffering (the player plays by it,
+//!   and the simulator models viewers with it).
 pub mod addr;
 pub mod cache;
 pub mod codes;
@@ -23,6 +25,7 @@ pub mod limits;
 pub mod media;
 pub mod order;
 pub mod overlay;
+pub mod playout;
 pub mod report;
 pub mod send_queue;
 pub mod synthetic;

@@ -16,21 +16,20 @@
 //!
 //! The player does not keep that schedule when a frame comes too late for it: it
 //! re-buffers (pauses, then plays the late frame `buffer` after its arrival, with that
-//! much more latency from then on, up to [`MAX_REBUFFERED_US`] in all). A second
-//! schedule per peer follows that rule and records each such pause as a [`Stall`]: what
-//! a viewer of the shipped player sees. A path that got slower for good then costs one
-//! pause, where the fixed schedule counts every segment after it as late.
+//! much more latency from then on). Each peer also plays by the player's own clock
+//! ([`Playout`]), and each such pause is recorded as a [`Stall`]: what a viewer of the
+//! shipped player sees. A path that got slower for good then costs one pause, where the
+//! fixed schedule counts every segment after it as late.
+
+use std::time::Duration;
 
 use super::events::Peer;
 use super::metrics::Hist;
 use super::world::Place;
+use crate::proto::playout::Playout;
 
 /// Marks "no segment yet".
 const NONE: u32 = u32::MAX;
-
-/// Latency the player's re-buffering may add in total (the player's `MAX_REBUFFERED`);
-/// past it, late segments play late instead.
-pub const MAX_REBUFFERED_US: u64 = 10_000_000;
 
 /// One pause of a viewer's playback: a segment came after its playout time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +101,8 @@ pub struct Media {
     first_seg: Vec<u32>,
     play_start: Vec<u64>,
     ontime: Vec<u32>,
-    /// Latency re-buffering has added so far, per peer.
-    rebuffered: Vec<u64>,
+    /// Each peer's playout clock, as the player keeps it.
+    playout: Vec<Playout>,
     busy: Vec<u64>,
     /// When each peer received its first segment (`u64::MAX`: never).
     pub first_at: Vec<u64>,
@@ -137,7 +136,7 @@ impl Media {
             first_seg: Vec::new(),
             play_start: Vec::new(),
             ontime: Vec::new(),
-            rebuffered: Vec::new(),
+            playout: Vec::new(),
             busy: Vec::new(),
             first_at: Vec::new(),
             end: Vec::new(),
@@ -161,7 +160,8 @@ impl Media {
         self.first_seg.push(NONE);
         self.play_start.push(0);
         self.ontime.push(0);
-        self.rebuffered.push(0);
+        self.playout
+            .push(Playout::new(Duration::from_micros(self.cfg.buffer_us)));
         self.busy.push(0);
         self.first_at.push(u64::MAX);
         self.end.push(end);
@@ -188,20 +188,28 @@ impl Media {
         if at <= deadline && deadline <= self.end[n] {
             self.ontime[n] += 1;
         }
-        // The player's schedule: re-buffer when a segment comes after it.
-        let due = deadline + self.rebuffered[n];
-        if at > due && due <= self.end[n] && self.rebuffered[n] < MAX_REBUFFERED_US {
-            let pause_us =
-                (at - due + self.cfg.buffer_us).min(MAX_REBUFFERED_US - self.rebuffered[n]);
-            self.rebuffered[n] += pause_us;
-            self.stalls.push(Stall {
-                peer: n as Peer,
-                at,
-                pause_us,
-            });
+        // The player's clock, while the peer is still there to play: a segment that comes
+        // after its time there pauses playback.
+        let due = deadline + self.rebuffered_us(n);
+        if due <= self.end[n] {
+            let pts_us = u64::from(j) * self.cfg.seg_us;
+            let placed = self.playout[n].place(pts_us, at.saturating_mul(1000));
+            if placed.added_ns > 0 {
+                self.stalls.push(Stall {
+                    peer: n as Peer,
+                    at,
+                    pause_us: placed.added_ns / 1000,
+                });
+            }
         }
         self.next_seg[n] = j + 1;
         true
+    }
+
+    /// When a segment's first frame is out, after its sending began: one frame's share of
+    /// `send_us`, the time the whole segment takes (relays forward frame by frame).
+    fn first_frame_us(&self, send_us: u64) -> u64 {
+        send_us * self.cfg.frame_us / self.cfg.seg_us.max(1)
     }
 
     fn lacks(&self, n: usize, j: u32) -> bool {
@@ -244,7 +252,7 @@ impl Media {
             }
             let send = links.send_us(p, self.cfg.seg_bits);
             self.busy[p as usize] = start + send;
-            let finish = start + send * self.cfg.frame_us / self.cfg.seg_us.max(1);
+            let finish = start + self.first_frame_us(send);
             if p == 0 {
                 self.origin_bits += self.cfg.seg_bits * links.live_kids(0) as f64;
             }
@@ -305,10 +313,8 @@ impl Media {
         self.stamp[cu] = epoch;
         // Frame by frame, as live segments go: a segment's first frame leaves once the
         // segments before it are sent, and one frame's share of its own sending time later.
-        let (frame_us, seg_us) = (self.cfg.frame_us, self.cfg.seg_us.max(1));
-        let first_frame = move |per: u64| per * frame_us / seg_us;
         for i in 0..m {
-            let at = now + i as u64 * per + first_frame(per);
+            let at = now + i as u64 * per + self.first_frame_us(per);
             self.arr.push(at);
             if self.receive(cu, from + i as u32, at) {
                 self.catchup_segments += 1;
@@ -333,7 +339,7 @@ impl Media {
                 for i in 0..m {
                     let start = self.arr[base + i].max(free_at);
                     free_at = start + per_q;
-                    let at = start + first_frame(per_q) + owd;
+                    let at = start + self.first_frame_us(per_q) + owd;
                     self.arr.push(at);
                     if self.receive(du, from + i as u32, at) {
                         self.catchup_segments += 1;
@@ -352,7 +358,7 @@ impl Media {
 
     /// Latency re-buffering has added to `n`'s playback.
     pub fn rebuffered_us(&self, n: usize) -> u64 {
-        self.rebuffered[n]
+        self.playout[n].added().as_micros() as u64
     }
 
     /// How long `n` has been playing by `until` (from its first playout), microseconds;
@@ -384,6 +390,7 @@ impl Media {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::playout::MAX_REBUFFERED;
 
     const MS: u64 = 1_000;
 
@@ -438,7 +445,7 @@ mod tests {
         m.receive(1, 3, 60_000 * MS);
         let pauses: Vec<u64> = m.take_stalls().iter().map(|s| s.pause_us).collect();
         assert_eq!(pauses, vec![7_800 * MS, 2_200 * MS]);
-        assert_eq!(m.rebuffered_us(1), MAX_REBUFFERED_US);
+        assert_eq!(m.rebuffered_us(1), MAX_REBUFFERED.as_micros() as u64);
     }
 
     /// A chain 0 → 1 → 2 → 3 in one place; 1 is cut off for segments 5..8, then

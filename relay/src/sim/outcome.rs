@@ -197,16 +197,20 @@ pub fn analyse(mut sim: Sim) -> Outcome {
     let mut per_peer = Dist::default();
     let mut peer_seconds = 0.0;
     let mut playing_us = 0u64;
+    let mut stall_us = 0u64;
     let mut viewers_stalled = (0u64, 0u64);
     let mut rebuffered_ms = Dist::default();
     for p in 1..n {
+        // Every pause adds its length to the viewer's latency: the sum is the time paused.
+        let rebuffered = sim.media.rebuffered_us(p);
+        stall_us += rebuffered;
         if let Some(t) = sim.media.playing_us(p, sim.down_at[p].min(end))
             && t > 0
         {
             playing_us += t;
-            viewers_stalled.0 += u64::from(sim.stalls_of[p] > 0);
+            viewers_stalled.0 += u64::from(rebuffered > 0);
             viewers_stalled.1 += 1;
-            rebuffered_ms.add(sim.media.rebuffered_us(p) as f64 / 1000.0);
+            rebuffered_ms.add(rebuffered as f64 / 1000.0);
         }
         if let Some((ok, due)) = sim.media.continuity(p, end)
             && due > 0
@@ -274,7 +278,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         catchup_segments: sim.media.catchup_segments,
         dropped_segments: sim.media.dropped,
         stalls: m.stalls,
-        stall_s: m.stall_us as f64 / 1e6,
+        stall_s: stall_us as f64 / 1e6,
         playing_s: playing_us as f64 / 1e6,
         viewers_stalled,
         rebuffered_ms,

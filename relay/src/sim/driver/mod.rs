@@ -99,8 +99,6 @@ pub struct Measures {
     pub series: Vec<SamplePoint>,
     /// Pauses of playback (the player's re-buffering), by [`StallCause`].
     pub stalls: [u64; 5],
-    /// Their total length, microseconds.
-    pub stall_us: u64,
 }
 
 /// The simulator.
@@ -133,8 +131,6 @@ pub struct Sim {
     lost_parent_at: Vec<u64>,
     /// When each peer last moved to another parent.
     moved_at: Vec<u64>,
-    /// Pauses of each peer's playback.
-    pub(super) stalls_of: Vec<u32>,
     pub(super) ctl_bytes: Vec<u64>,
     pub(super) media: Media,
     pub(super) m: Measures,
@@ -219,7 +215,6 @@ impl Sim {
             orphan_since: Vec::new(),
             lost_parent_at: Vec::new(),
             moved_at: Vec::new(),
-            stalls_of: Vec::new(),
             ctl_bytes: Vec::new(),
             media,
             m: Measures::default(),
@@ -315,7 +310,6 @@ impl Sim {
         self.orphan_since.push(NEVER);
         self.lost_parent_at.push(NEVER);
         self.moved_at.push(NEVER);
-        self.stalls_of.push(0);
         self.ctl_bytes.push(0);
         self.media.add_peer(end);
         self.spawned += usize::from(i > 0);

@@ -56,8 +56,6 @@ impl Sim {
         for s in self.media.take_stalls() {
             let cause = self.stall_cause(&s);
             self.m.stalls[cause.index()] += 1;
-            self.m.stall_us += s.pause_us;
-            self.stalls_of[s.peer as usize] += 1;
         }
     }
 

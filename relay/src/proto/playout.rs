@@ -1,6 +1,7 @@
-//! The playout clock: where on the pipeline's running time each frame plays, and
-//! re-buffering when frames come too late for it. Pure arithmetic (the running time is
-//! passed in), so it is tested without a pipeline.
+//! The playout clock: where on a player's running time each frame plays, and re-buffering
+//! when frames come too late for it. Pure arithmetic (the running time is passed in), so
+//! the player (`treecast-player`), the simulator's model of a viewer and the tree tests
+//! all play by this one rule.
 //!
 //! The first frame fixes `offset = running time now + buffer − frame PTS`; every frame then
 //! plays at `PTS + offset`, in the origin's rhythm. When a frame arrives after that instant
@@ -14,13 +15,14 @@
 //! moves earlier: that would skip media, and catching up by playing faster is not done.
 
 use std::time::Duration;
+
 /// Latency that re-buffering may add in total; past it, late frames play late (the sink
 /// drops them) rather than the player queueing ever more media.
 pub const MAX_REBUFFERED: Duration = Duration::from_secs(10);
 
 /// Where one frame plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Placement {
+pub struct Placement {
     /// Pipeline running time (ns) at which the frame plays.
     pub pts_ns: u64,
     /// The offset moved later for this frame (playback paused for `added_ns`).
@@ -29,7 +31,7 @@ pub(crate) struct Placement {
 
 /// Origin time → pipeline running time, with re-buffering.
 #[derive(Clone, Debug)]
-pub(crate) struct Playout {
+pub struct Playout {
     buffer_ns: i128,
     offset_ns: Option<i128>,
     /// Latency added by re-buffering so far.
@@ -41,7 +43,8 @@ fn clamp_ns(v: i128) -> u64 {
 }
 
 impl Playout {
-    pub(crate) fn new(buffer: Duration) -> Self {
+    /// A clock that plays every frame `buffer` after the first one arrived.
+    pub fn new(buffer: Duration) -> Self {
         Playout {
             buffer_ns: buffer.as_nanos() as i128,
             offset_ns: None,
@@ -49,9 +52,9 @@ impl Playout {
         }
     }
 
-    /// Places a frame with origin PTS `pts_us` that is pushed when the pipeline's running
+    /// Places a frame with origin PTS `pts_us` that arrives (is pushed) when the running
     /// time is `running_ns`.
-    pub(crate) fn place(&mut self, pts_us: u64, running_ns: u64) -> Placement {
+    pub fn place(&mut self, pts_us: u64, running_ns: u64) -> Placement {
         let pts = i128::from(pts_us) * 1000;
         let running = i128::from(running_ns);
         let offset = *self.offset_ns.get_or_insert(running + self.buffer_ns - pts);
@@ -72,8 +75,13 @@ impl Playout {
         }
     }
 
+    /// Latency re-buffering has added so far.
+    pub fn added(&self) -> Duration {
+        Duration::from_nanos(self.added_ns)
+    }
+
     /// Where a frame's decode timestamp goes (same offset, no re-buffering).
-    pub(crate) fn dts_ns(&self, dts_us: u64) -> u64 {
+    pub fn dts_ns(&self, dts_us: u64) -> u64 {
         clamp_ns(i128::from(dts_us) * 1000 + self.offset_ns.unwrap_or(0))
     }
 }
