@@ -14,12 +14,13 @@
 //! # let _ = report; Ok(()) }
 //! ```
 //!
-//! Timing (`treecast_relay::proto::playout`, shared with the simulator): the first pushed frame (any track) fixes `offset = running time
-//! now + buffer − frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for
-//! all tracks keeps audio and video in the origin's sync; the sinks play each frame
-//! `buffer` after the first one arrived, in the origin's rhythm. A frame that arrives after
-//! its playout time moves the offset later (a re-buffer: one pause, then smooth playback
-//! with more latency) instead of every following frame being dropped as late.
+//! Timing (`treecast_relay::proto::playout`, the clock the simulator's viewers play by
+//! too): the first pushed frame (any track) fixes `offset = running time now + buffer −
+//! frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for all tracks
+//! keeps audio and video in the origin's sync; the sinks play each frame `buffer` after
+//! the first one arrived, in the origin's rhythm. A frame that arrives after its playout
+//! time moves the offset later (a re-buffer: one pause, then smooth playback with more
+//! latency) instead of every following frame being dropped as late.
 //!
 //! Video frames are only fed from a keyframe on: before the first keyframe, and after a
 //! sequence gap until the next keyframe, video frames are skipped (a frozen picture rather
