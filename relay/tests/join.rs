@@ -1,5 +1,6 @@
 //! Deterministic tests of joining while a crowd joins: a probe round that does not wait
-//! for probes that can no longer win, refusals that point into the refuser's subtree,
+//! for probes that can no longer win, each round looking where the nearest nodes point,
+//! a refusal's rooms measured before one is chosen,
 //! slots a watch-only joiner would be refused, what a node passes on about others, and
 //! a watch-only child displaced by a forwarder.
 //!
@@ -84,7 +85,7 @@ fn a_round_waits_for_probes_that_may_still_be_nearer() {
 }
 
 #[test]
-fn a_joiner_refused_by_a_full_parent_tries_the_rooms_below_it_first() {
+fn a_joiner_refused_by_a_full_parent_measures_the_rooms_it_names() {
     let t0 = Instant::now();
     let (mut j, _) = after_origin(2, t0, vec![cand(2, 1, 1), cand(3, 1, 1)]);
     // Both answer before the round is decided (10 ms: 28 ms after it began).
@@ -92,16 +93,91 @@ fn a_joiner_refused_by_a_full_parent_tries_the_rooms_below_it_first() {
     j.handle_probe_result(t1, &addr(2), Some((10 * MS, info(1, 1, 2, vec![]))));
     j.handle_probe_result(t1, &addr(3), Some((12 * MS, info(1, 1, 2, vec![]))));
     assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
-    // 2 filled up meanwhile; it names its child 5 (room) and a stale node 6 elsewhere.
+    // 2 filled up meanwhile; it names its child 5, a node 6 elsewhere (both with room)
+    // and a full one, 7.
     let refused = Refused {
         why: Refusal::Full,
-        redirect: vec![cand(5, 2, 2), cand(6, 1, 3)],
+        redirect: vec![cand(5, 2, 2), cand(6, 1, 3), cand(7, 2, 0)],
     };
-    j.handle_attach_result(t1 + 20 * MS, &addr(2), Err(Some(refused)));
-    // 5, fresh from 2's own children, before 3 (probed earlier) and 6 (second-hand).
+    let t2 = t1 + 20 * MS;
+    j.handle_attach_result(t2, &addr(2), Err(Some(refused)));
+    // No attach on the strength of second-hand news: the two rooms are measured first
+    // (3, measured before the refusal, is no longer trusted to have room).
+    let actions = drain(&mut j);
+    assert_eq!(attach_to(&actions), None, "{actions:?}");
+    let mut measured = probes(&actions);
+    measured.sort_by_key(|a| a.id);
+    assert_eq!(measured, vec![addr(5), addr(6)]);
+    j.handle_probe_result(
+        t2 + 30 * MS,
+        &addr(5),
+        Some((25 * MS, info(2, 2, 2, vec![]))),
+    );
+    j.handle_probe_result(
+        t2 + 40 * MS,
+        &addr(6),
+        Some((14 * MS, info(1, 3, 4, vec![]))),
+    );
+    // The nearer of the two, then the other; not 3.
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(6)));
+    j.handle_attach_result(t2 + 60 * MS, &addr(6), Err(None));
     assert_eq!(attach_to(&drain(&mut j)), Some(addr(5)));
-    j.handle_attach_result(t1 + 40 * MS, &addr(5), Err(None));
+}
+
+#[test]
+fn a_joiner_whose_measured_rooms_are_all_gone_falls_back_to_what_it_measured_before() {
+    let t0 = Instant::now();
+    let (mut j, _) = after_origin(2, t0, vec![cand(2, 1, 1), cand(3, 1, 1)]);
+    let t1 = t0 + 115 * MS;
+    j.handle_probe_result(t1, &addr(2), Some((10 * MS, info(1, 1, 2, vec![]))));
+    j.handle_probe_result(t1, &addr(3), Some((12 * MS, info(1, 1, 2, vec![]))));
+    assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(5, 2, 1)],
+    };
+    let t2 = t1 + 20 * MS;
+    j.handle_attach_result(t2, &addr(2), Err(Some(refused)));
+    assert_eq!(probes(&drain(&mut j)), vec![addr(5)]);
+    // 5 filled up too: rather than pause, try 3.
+    j.handle_probe_result(
+        t2 + 30 * MS,
+        &addr(5),
+        Some((25 * MS, info(2, 0, 2, vec![]))),
+    );
     assert_eq!(attach_to(&drain(&mut j)), Some(addr(3)));
+}
+
+#[test]
+fn each_round_looks_first_where_the_nearest_nodes_point() {
+    let t0 = Instant::now();
+    let mut j = Overlay::new(
+        NodeId::from_bytes([200; 32]),
+        OverlayConfig {
+            capacity: 2,
+            probe_fanout: 2,
+            ..OverlayConfig::default()
+        },
+        7,
+    );
+    j.handle_join(t0, vec![addr(1)]);
+    assert_eq!(probes(&drain(&mut j)), vec![addr(1)]);
+    // The origin is full and names two nodes with room...
+    let t1 = t0 + 100 * MS;
+    let named = vec![cand(2, 1, 1), cand(3, 1, 1)];
+    j.handle_probe_result(t1, &addr(1), Some((50 * MS, info(0, 0, 4, named))));
+    assert_eq!(probes(&drain(&mut j)).len(), 2);
+    // ...which filled up meanwhile. 2 is far and names 4 and 6; 3 is near and names 5
+    // and 7: all at depth 2, with room.
+    let t2 = t1 + 200 * MS;
+    let far = vec![cand(4, 2, 1), cand(6, 2, 1)];
+    let near = vec![cand(5, 2, 1), cand(7, 2, 1)];
+    j.handle_probe_result(t2, &addr(2), Some((90 * MS, info(1, 0, 2, far))));
+    j.handle_probe_result(t2, &addr(3), Some((8 * MS, info(1, 0, 2, near))));
+    // With room for two probes, the rooms the near node named.
+    let mut next = probes(&drain(&mut j));
+    next.sort_by_key(|a| a.id);
+    assert_eq!(next, vec![addr(5), addr(7)]);
 }
 
 #[test]

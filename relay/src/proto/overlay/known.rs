@@ -28,6 +28,9 @@ pub(crate) struct Known {
     pub measured: Option<Instant>,
     /// Don't try it again before this (it refused us or failed).
     pub avoid_until: Option<Instant>,
+    /// The RTT of the nearest measured node that named it: a parent is chosen for being
+    /// near, so the rooms a near node names tend to be near too.
+    pub named_by: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -101,9 +104,19 @@ impl KnownSet {
                         seen: now,
                         measured: None,
                         avoid_until: None,
+                        named_by: None,
                     },
                 );
             }
+        }
+    }
+
+    /// Learns of a candidate from a node we measured at `rtt` (in its probe reply or
+    /// refusal), as [`KnownSet::hear`] does, remembering the nearest node that named it.
+    pub fn hear_from(&mut self, now: Instant, c: &Candidate, rtt: Duration) {
+        self.hear(now, c);
+        if let Some(k) = self.map.get_mut(&c.addr.id) {
+            k.named_by = Some(k.named_by.map_or(rtt, |r| r.min(rtt)));
         }
     }
 
@@ -125,6 +138,7 @@ impl KnownSet {
         }
         // A fresh measurement does not lift an avoidance (a refusal stands for a while).
         let avoid_until = self.map.get(&addr.id).and_then(|k| k.avoid_until);
+        let named_by = self.map.get(&addr.id).and_then(|k| k.named_by);
         if !self.map.contains_key(&addr.id) {
             self.make_room();
         }
@@ -142,6 +156,7 @@ impl KnownSet {
                 seen: now,
                 measured: Some(now),
                 avoid_until: avoid_until.filter(|t| *t > now),
+                named_by,
             },
         );
     }
@@ -178,7 +193,13 @@ impl KnownSet {
         k.avoid_until.is_none_or(|t| now >= t)
     }
 
-    /// Unmeasured candidates worth probing: those reporting room first, shallower first.
+    /// Unmeasured candidates worth probing: those reporting room first, then those named
+    /// by the nearest nodes, shallower first.
+    ///
+    /// Ranking by who named them steers each round of a join towards the joiner's part
+    /// of the tree: measured with `treecast sim`, it shortened joins (churn-10k p90 from
+    /// about 17 to 13 round trips to the origin) and, since joiners in different places
+    /// then look in different subtrees, fewer of them raced for the same slot.
     pub fn to_probe(&self, now: Instant, n: usize, exclude: &[NodeId]) -> Vec<PeerAddr> {
         let mut v: Vec<&Known> = self
             .map
@@ -188,7 +209,12 @@ impl KnownSet {
             })
             .collect();
         smallest(&mut v, n, |k| {
-            (k.cand.free == 0, k.cand.depth, k.cand.addr.id)
+            (
+                k.cand.free == 0,
+                k.named_by.unwrap_or(Duration::MAX),
+                k.cand.depth,
+                k.cand.addr.id,
+            )
         });
         v.into_iter().map(|k| k.cand.addr.clone()).collect()
     }
@@ -462,6 +488,32 @@ mod tests {
         // The freshest heard-of candidate is kept, the stalest are gone.
         assert!(k.get(&NodeId::from_bytes([199; 32])).is_some());
         assert!(k.get(&NodeId::from_bytes([10; 32])).is_none());
+    }
+
+    #[test]
+    fn probes_first_the_rooms_named_by_the_nearest_nodes() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let mut k = KnownSet::new(NodeId::from_bytes([0; 32]), 32);
+        // 1 is far (80 ms) and names 11 and 12; 2 is near (10 ms) and names 21, 22 and 12.
+        for c in [cand(11, 1), cand(12, 1)] {
+            k.hear_from(t0, &c, ms(80));
+        }
+        for c in [cand(21, 1), cand(22, 1), cand(12, 1)] {
+            k.hear_from(t0, &c, ms(10));
+        }
+        // Heard of without a measured referrer, and a full one named by the near node:
+        // after those.
+        k.hear(t0, &cand(3, 1));
+        k.hear_from(t0, &cand(23, 0), ms(10));
+        let id = |b: u8| NodeId::from_bytes([b; 32]);
+        let order: Vec<NodeId> = k.to_probe(t0, 6, &[]).into_iter().map(|a| a.id).collect();
+        // 12 counts as named by the near node (the nearest that named it).
+        assert_eq!(order, [id(12), id(21), id(22), id(11), id(3), id(23)]);
+        // Measuring a candidate keeps who named it (it is no longer to probe).
+        k.probed(t0, &cand(21, 1).addr, ms(30), true, 1, 1, 1);
+        assert_eq!(k.get(&id(21)).and_then(|e| e.named_by), Some(ms(10)));
+        assert!(!k.to_probe(t0, 6, &[]).iter().any(|a| a.id == id(21)));
     }
 
     #[test]

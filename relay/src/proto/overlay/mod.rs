@@ -9,11 +9,14 @@
 //! How the tree forms and heals:
 //! - **Join**: probe the bootstrap nodes; each answers with its depth, free slots and the
 //!   candidate parents it knows (its children with room first). Probe the most promising
-//!   of those (a few rounds at most), then attach to the nearest with room, preferring a
-//!   shallower one among near-ties. A round ends as soon as the probes still out can no
-//!   longer win (unanswered after twice the near-tie margin of the nearest with room).
+//!   of those (a few rounds at most): with room, named by the nearest node measured (a
+//!   parent is chosen for being near, so the rooms a near node names tend to be near
+//!   too), shallower first. Then attach to the nearest with room, preferring a shallower
+//!   one among near-ties. A round ends as soon as the probes still out can no longer win
+//!   (unanswered after twice the near-tie margin of the nearest with room).
 //!   A full or unsuitable parent refuses with a redirect; a joiner refused for lack of
-//!   room tries the rooms below the refuser first (fresh from its children's reports).
+//!   room measures the rooms the refuser names (fresh from its children's reports) and
+//!   chooses among them, or else among the parents it measured before.
 //! - **Loop freedom**: a node accepts children only while it is *rooted* (its ancestors
 //!   reach the origin) and never accepts one of its own ancestors. Every parent tells its
 //!   children their path from the origin; a node that finds itself in its own path has
@@ -123,7 +126,8 @@ pub struct Overlay {
     bootstrap: Vec<PeerAddr>,
     probed_this_join: IdSet,
     improving: Option<(Vec<NodeId>, Instant)>,
-    /// While repairing: only parents measured since then are chosen.
+    /// While repairing, or choosing among the rooms a refuser named: only parents
+    /// measured since then are chosen.
     fresh_after: Option<Instant>,
     /// The lost parent's backups, for the repair probe.
     repair_backups: Vec<Candidate>,
@@ -313,7 +317,7 @@ impl Overlay {
                 self.known
                     .probed(now, addr, rtt, info.rooted, info.depth, info.free, free);
                 for c in &info.candidates {
-                    self.known.hear(now, c);
+                    self.known.hear_from(now, c, rtt);
                 }
                 self.note_standby_rooms(&addr.id, &info);
             }
@@ -338,7 +342,7 @@ impl Overlay {
         } else if let Some(at) = decided {
             // A parent with room is in hand: wait only until the probes still out could
             // no longer win, and while repairing only a moment more in any case (the
-            // dead ones would never answer).
+            // dead ones would never answer; a refuser's rooms are being taken).
             let grace = if self.fresh_after.is_some() {
                 now + self.config.repair_grace
             } else {
@@ -392,8 +396,15 @@ impl Overlay {
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
                 let mut queue = queue;
                 if let Some(r) = refusal {
+                    let rtt = self.known.get(&addr.id).and_then(|k| k.rtt);
                     for c in &r.redirect {
-                        self.known.hear(now, c);
+                        match rtt {
+                            Some(rtt) => self.known.hear_from(now, c, rtt),
+                            None => self.known.hear(now, c),
+                        }
+                    }
+                    if matches!(self.seeking, Seeking::Join(_)) && self.measure_rooms(now, &r) {
+                        return;
                     }
                     let first = self.redirect_first(&addr.id, &r);
                     queue.retain(|a| !first.contains(a));
