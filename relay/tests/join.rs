@@ -84,8 +84,9 @@ fn a_round_waits_for_probes_that_may_still_be_nearer() {
     assert_eq!(attach_to(&drain(&mut j)), Some(addr(3)));
 }
 
-#[test]
-fn a_joiner_refused_by_a_full_parent_measures_the_rooms_it_names() {
+/// A joiner that measured 2 (10 ms) and 3 (12 ms), both with room, attached to 2 and
+/// was refused for lack of room with `redirect`; returns it and the refusal's instant.
+fn refused_by_2(redirect: Vec<Candidate>) -> (Overlay, Instant) {
     let t0 = Instant::now();
     let (mut j, _) = after_origin(2, t0, vec![cand(2, 1, 1), cand(3, 1, 1)]);
     // Both answer before the round is decided (10 ms: 28 ms after it began).
@@ -93,14 +94,20 @@ fn a_joiner_refused_by_a_full_parent_measures_the_rooms_it_names() {
     j.handle_probe_result(t1, &addr(2), Some((10 * MS, info(1, 1, 2, vec![]))));
     j.handle_probe_result(t1, &addr(3), Some((12 * MS, info(1, 1, 2, vec![]))));
     assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
-    // 2 filled up meanwhile; it names its child 5, a node 6 elsewhere (both with room)
-    // and a full one, 7.
     let refused = Refused {
         why: Refusal::Full,
-        redirect: vec![cand(5, 2, 2), cand(6, 1, 3), cand(7, 2, 0)],
+        redirect,
     };
     let t2 = t1 + 20 * MS;
     j.handle_attach_result(t2, &addr(2), Err(Some(refused)));
+    (j, t2)
+}
+
+#[test]
+fn a_joiner_refused_by_a_full_parent_measures_the_rooms_it_names() {
+    // 2 filled up meanwhile; it names its child 5, a node 6 elsewhere (both with room)
+    // and a full one, 7.
+    let (mut j, t2) = refused_by_2(vec![cand(5, 2, 2), cand(6, 1, 3), cand(7, 2, 0)]);
     // No attach on the strength of second-hand news: the two rooms are measured first
     // (3, measured before the refusal, is no longer trusted to have room).
     let actions = drain(&mut j);
@@ -126,18 +133,7 @@ fn a_joiner_refused_by_a_full_parent_measures_the_rooms_it_names() {
 
 #[test]
 fn a_joiner_whose_measured_rooms_are_all_gone_falls_back_to_what_it_measured_before() {
-    let t0 = Instant::now();
-    let (mut j, _) = after_origin(2, t0, vec![cand(2, 1, 1), cand(3, 1, 1)]);
-    let t1 = t0 + 115 * MS;
-    j.handle_probe_result(t1, &addr(2), Some((10 * MS, info(1, 1, 2, vec![]))));
-    j.handle_probe_result(t1, &addr(3), Some((12 * MS, info(1, 1, 2, vec![]))));
-    assert_eq!(attach_to(&drain(&mut j)), Some(addr(2)));
-    let refused = Refused {
-        why: Refusal::Full,
-        redirect: vec![cand(5, 2, 1)],
-    };
-    let t2 = t1 + 20 * MS;
-    j.handle_attach_result(t2, &addr(2), Err(Some(refused)));
+    let (mut j, t2) = refused_by_2(vec![cand(5, 2, 1)]);
     assert_eq!(probes(&drain(&mut j)), vec![addr(5)]);
     // 5 filled up too: rather than pause, try 3.
     j.handle_probe_result(
