@@ -164,10 +164,10 @@ impl Overlay {
     /// none to measure.
     ///
     /// In a crowd the other parents we measured have mostly filled up as well, and a
-    /// room attached to unmeasured may be anywhere. Measured with `treecast sim`
-    /// (steady-10k), this cut the median stretch from 2.95 to 2.54 for about half a round
-    /// trip more per join; two of the rooms tried unmeasured, as before, is what a
-    /// repair or a handover still does (see [`Overlay::redirect_first`]).
+    /// room attached to unmeasured may be anywhere. Measured alone with `treecast sim`
+    /// (steady-10k over 60 s), this cut the median stretch from 2.95 to 2.54 for about
+    /// half a round trip more per join. Trying two of the rooms unmeasured, as before,
+    /// is what a repair or a handover still does (see [`Overlay::redirect_first`]).
     pub(super) fn measure_rooms(&mut self, now: Instant, r: &Refused) -> bool {
         if r.why != Refusal::Full {
             return false;
