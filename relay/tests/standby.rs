@@ -6,7 +6,7 @@ mod overlay_net;
 
 use std::time::{Duration, Instant};
 
-use overlay_net::{MS, Net, addr, attach, cand, drain, probe_info, settled_under};
+use overlay_net::{MS, Net, addr, attach, cand, drain, probe_info, probes, settled_under};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
@@ -470,5 +470,35 @@ fn a_node_measured_lately_above_us_is_a_standby() {
     drain(&mut x);
     x.handle_parent_lost(t0 + Duration::from_secs(2), &addr(2).id);
     let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
+}
+
+/// Repairing with nobody measured with room, the orphan probes the rooms a backup names
+/// as soon as that answer comes, instead of waiting until the backups that died with the
+/// parent have failed to answer.
+#[test]
+fn an_orphan_follows_the_rooms_a_backup_names_at_once() {
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
+    let t1 = t0 + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), None, "no standby with room: {acts:?}");
+    let mut first = probes(&acts);
+    first.sort_by_key(|a| a.id);
+    assert_eq!(first, vec![addr(1), addr(3), addr(4)]);
+    // The grandparent answers, full, naming a room below it (7); 3 and 4 died with 2.
+    let t2 = t1 + 30 * MS;
+    let named = vec![cand(7, 2, 1)];
+    x.handle_probe_result(t2, &addr(1), Some((20 * MS, probe_info(0, 0, 2, named))));
+    assert_eq!(probes(&drain(&mut x)), vec![addr(7)]);
+    let t3 = t2 + 40 * MS;
+    x.handle_probe_result(t3, &addr(7), Some((18 * MS, probe_info(2, 1, 2, vec![]))));
+    let mut acts = drain(&mut x);
+    while attach(&acts).is_none() {
+        let due = x.poll_timeout().expect("a timer");
+        assert!(due < t1 + 350 * MS, "waited for the dead backups");
+        x.handle_timeout(due.max(t3));
+        acts = drain(&mut x);
+    }
     assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
 }

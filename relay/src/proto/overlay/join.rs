@@ -194,6 +194,46 @@ impl Overlay {
         true
     }
 
+    /// Repairing with no parent with room in hand: probes the rooms a reply just named
+    /// at once, instead of waiting for the round to end (backups that died with the
+    /// parent never answer, and the round would wait for them).
+    pub(super) fn follow_rooms_at_once(&mut self, now: Instant, rooms: &[PeerAddr]) {
+        if !matches!(self.seeking, Seeking::Repair(_))
+            || self.fresh_after.is_none()
+            || self.best_parent(now).is_some()
+        {
+            return;
+        }
+        let Phase::Probing { .. } = self.phase else {
+            return;
+        };
+        let exclude = self.exclude_list();
+        let mut launched = Vec::new();
+        for a in rooms.iter().take(self.config.probe_fanout) {
+            if exclude.contains(&a.id)
+                || self.known.is_banned(&a.id, now)
+                || !self.probed_this_join.insert(a.id)
+            {
+                continue;
+            }
+            launched.push(a.id);
+            self.actions.push_back(Action::Probe(a.clone()));
+        }
+        if launched.is_empty() {
+            return;
+        }
+        let wait = now + self.config.repair_probe_timeout;
+        if let Phase::Probing {
+            outstanding,
+            deadline,
+            ..
+        } = &mut self.phase
+        {
+            outstanding.extend(launched);
+            *deadline = (*deadline).max(wait);
+        }
+    }
+
     /// Which of a refuser's redirects to try before the rest of the queue.
     ///
     /// Repairing, every moment counts: all its parents with room (near it, fresher than
