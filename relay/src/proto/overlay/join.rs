@@ -36,15 +36,22 @@ impl Overlay {
         targets: Vec<PeerAddr>,
         deadline: Instant,
     ) {
-        let mut outstanding = Vec::new();
+        let outstanding = self.send_probes(targets);
+        self.await_probes(now, round, outstanding, deadline);
+    }
+
+    /// Probes those of `targets` not probed yet in this search (nor ourselves); returns
+    /// whom it probed.
+    fn send_probes(&mut self, targets: impl IntoIterator<Item = PeerAddr>) -> Vec<NodeId> {
+        let mut sent = Vec::new();
         for t in targets {
             if t.id == self.me || !self.probed_this_join.insert(t.id) {
                 continue;
             }
-            outstanding.push(t.id);
+            sent.push(t.id);
             self.actions.push_back(Action::Probe(t));
         }
-        self.await_probes(now, round, outstanding, deadline);
+        sent
     }
 
     /// Waits for the `outstanding` probes of `round` until `deadline`, or chooses at once
@@ -208,17 +215,13 @@ impl Overlay {
             return;
         };
         let exclude = self.exclude_list();
-        let mut launched = Vec::new();
-        for a in rooms.iter().take(self.config.probe_fanout) {
-            if exclude.contains(&a.id)
-                || self.known.is_banned(&a.id, now)
-                || !self.probed_this_join.insert(a.id)
-            {
-                continue;
-            }
-            launched.push(a.id);
-            self.actions.push_back(Action::Probe(a.clone()));
-        }
+        let rooms: Vec<PeerAddr> = rooms
+            .iter()
+            .take(self.config.probe_fanout)
+            .filter(|a| !exclude.contains(&a.id) && !self.known.is_banned(&a.id, now))
+            .cloned()
+            .collect();
+        let launched = self.send_probes(rooms);
         if launched.is_empty() {
             return;
         }
