@@ -215,9 +215,10 @@ fn heir_marked(n: &Overlay) -> bool {
 }
 
 /// A node whose standby (an uncle, measured with room) has filled up by the time the
-/// parent crashes takes a room the standby names below itself, without a probe round.
+/// parent crashes measures the rooms the standby names below itself and takes one,
+/// instead of attaching to one unmeasured (it may have crashed with the parent).
 #[test]
-fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
+fn an_orphan_refused_by_its_full_standby_measures_the_rooms_it_names() {
     // Not p's heir (the grandparent 1 is full for us); the uncle 3 has room.
     let (mut x, _) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 1)]);
     let due = x.poll_timeout().expect("a standby refresh");
@@ -231,14 +232,125 @@ fn an_orphan_refused_by_its_full_standby_tries_a_room_below_it() {
     x.handle_parent_lost(t1, &addr(2).id);
     let acts = drain(&mut x);
     assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
-    // 3 filled up meanwhile and names its child with room: that is the next try.
+    // 3 filled up meanwhile and names its child with room: that one is measured.
     let refused = Refused {
         why: Refusal::Full,
         redirect: vec![cand(4, 2, 2), cand(1, 0, 0)],
     };
-    x.handle_attach_result(t1 + Duration::from_millis(10), &addr(3), Err(Some(refused)));
+    let t2 = t1 + 10 * MS;
+    x.handle_attach_result(t2, &addr(3), Err(Some(refused)));
     let acts = drain(&mut x);
+    assert_eq!(attach(&acts), None, "not unmeasured: {acts:?}");
+    assert!(probes(&acts).contains(&addr(4)), "{acts:?}");
+    let t3 = t2 + 25 * MS;
+    x.handle_probe_result(t3, &addr(4), Some((12 * MS, probe_info(2, 2, 2, vec![]))));
+    let mut acts = drain(&mut x);
+    while attach(&acts).is_none() {
+        let due = x.poll_timeout().expect("a timer");
+        assert!(due <= t1 + 350 * MS, "waited past the repair round");
+        x.handle_timeout(due.max(t3));
+        acts = drain(&mut x);
+    }
     assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
+}
+
+/// The standby refuses for lack of room, naming a room below itself, after another
+/// backup probed meanwhile has answered with room: the orphan takes that backup within
+/// a moment, not the named room unmeasured (in the simulator such rooms had often
+/// crashed with the parent, and an attach to one waited out the attach timeout).
+#[test]
+fn an_orphan_refused_by_its_standby_takes_a_backup_that_answered_with_room() {
+    let (mut x, due) = with_two_measured_uncles();
+    let t1 = due + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
+    assert!(probes(&acts).contains(&addr(4)), "{acts:?}");
+    let t2 = t1 + 30 * MS;
+    x.handle_probe_result(t2, &addr(4), Some((25 * MS, probe_info(1, 1, 2, vec![]))));
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(5, 2, 1)],
+    };
+    let t3 = t2 + 5 * MS;
+    x.handle_attach_result(t3, &addr(3), Err(Some(refused)));
+    let mut acts = drain(&mut x);
+    assert!(probes(&acts).contains(&addr(5)), "{acts:?}");
+    while attach(&acts).is_none() {
+        let due = x.poll_timeout().expect("a timer");
+        assert!(
+            due <= t3 + OverlayConfig::default().repair_grace,
+            "waited more than a moment"
+        );
+        x.handle_timeout(due);
+        acts = drain(&mut x);
+    }
+    assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
+}
+
+/// The heir measures its grandparent at every standby refresh, however far it is and
+/// however many nearer backups have room: its claim on the dead parent's slot then goes
+/// over a warm connection. (Measured only when among the nearest, a far grandparent's
+/// claim cost a handshake and missed its deadline, and the heir's whole subtree went
+/// to a parent five levels deeper.)
+#[test]
+fn the_heir_measures_its_far_grandparent_at_every_refresh() {
+    // The grandparent 1 offers the heir a slot; the uncles 3 and 4 have room too.
+    let (mut x, _) = settled_under(10 * MS, vec![cand(1, 0, 1), cand(3, 1, 1), cand(4, 1, 1)]);
+    for round in 0..3 {
+        let due = x.poll_timeout().expect("a standby refresh");
+        x.handle_timeout(due);
+        let probed = probes(&drain(&mut x));
+        assert!(probed.contains(&addr(1)), "round {round}: {probed:?}");
+        // The uncles are near, the grandparent far.
+        for (b, depth, ms) in [(3, 1, 8), (4, 1, 9), (1, 0, 200)] {
+            x.handle_probe_result(
+                due,
+                &addr(b),
+                Some((ms * MS, probe_info(depth, 1, 2, vec![]))),
+            );
+        }
+        drain(&mut x);
+    }
+}
+
+/// The heir's claim on a far grandparent gets that grandparent's round trip on top of
+/// the usual wait: the slot keeps the heir's whole subtree at its depth.
+#[test]
+fn the_heirs_claim_on_a_far_grandparent_waits_its_round_trip() {
+    let (mut x, _) = settled_under(10 * MS, vec![cand(1, 0, 1), cand(3, 1, 1)]);
+    let due = x.poll_timeout().expect("a standby refresh");
+    x.handle_timeout(due);
+    drain(&mut x);
+    x.handle_probe_result(due, &addr(1), Some((200 * MS, probe_info(0, 1, 2, vec![]))));
+    x.handle_probe_result(due, &addr(3), Some((8 * MS, probe_info(1, 1, 2, vec![]))));
+    drain(&mut x);
+    let t1 = due + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(1), Some(addr(2).id))), "{acts:?}");
+    // The uncle answers the repair probe with room; the claim is still pending past the
+    // usual 350 ms.
+    x.handle_probe_result(
+        t1 + 20 * MS,
+        &addr(3),
+        Some((8 * MS, probe_info(1, 1, 2, vec![]))),
+    );
+    let late = t1 + OverlayConfig::default().repair_probe_timeout + 100 * MS;
+    let mut now = t1 + 20 * MS;
+    while let Some(due) = x.poll_timeout().filter(|d| *d <= late) {
+        now = due.max(now);
+        x.handle_timeout(now);
+        let acts = drain(&mut x);
+        assert_eq!(attach(&acts), None, "gave up the claim at {:?}", now - t1);
+    }
+    let info = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id],
+        ..TreeInfo::default()
+    };
+    x.handle_attach_result(late, &addr(1), Ok(info));
+    assert_eq!(x.parent().map(|p| p.id), Some(addr(1).id));
 }
 
 /// In a full tree the uncles have no room, but below them there is: a room an uncle

@@ -42,7 +42,10 @@ impl Overlay {
 
     /// Probes those of `targets` not probed yet in this search (nor ourselves); returns
     /// whom it probed.
-    fn send_probes(&mut self, targets: impl IntoIterator<Item = PeerAddr>) -> Vec<NodeId> {
+    pub(super) fn send_probes(
+        &mut self,
+        targets: impl IntoIterator<Item = PeerAddr>,
+    ) -> Vec<NodeId> {
         let mut sent = Vec::new();
         for t in targets {
             if t.id == self.me || !self.probed_this_join.insert(t.id) {
@@ -241,10 +244,11 @@ impl Overlay {
     ///
     /// Repairing, every moment counts: all its parents with room (near it, fresher than
     /// what we probed) go first; not from a refuser cut off from the origin itself.
-    /// Handed over, or after the standby refused, only two of the rooms below the
-    /// refuser (listed first, in an order of our own, from its children's reports): near
-    /// the parent we chose, and fresher than anything we probed. (Joining, they are
-    /// measured first: see [`Overlay::measure_rooms`]; this is for when none are named.)
+    /// Handed over, only two of the rooms below the refuser (listed first, in an order
+    /// of our own, from its children's reports): near the parent we chose, and fresher
+    /// than anything we probed. (Joining, and after the standby refused, they are
+    /// measured first: see [`Overlay::measure_rooms`] and `standby_refused`; this is for
+    /// when none are named.)
     pub(super) fn redirect_first(&self, refuser: &NodeId, r: &Refused) -> Vec<PeerAddr> {
         if r.why != Refusal::Full {
             return Vec::new();
@@ -258,7 +262,7 @@ impl Overlay {
                 .filter(usable)
                 .map(|c| c.addr.clone())
                 .collect(),
-            Seeking::Join(_) | Seeking::Repair(_) | Seeking::Handover => {
+            Seeking::Join(_) | Seeking::Handover => {
                 let depth = self.known.get(refuser).map_or(u32::MAX, |k| k.cand.depth);
                 r.redirect
                     .iter()
@@ -460,7 +464,7 @@ impl Overlay {
 
     /// The standby attach failed: choose among the backups probed meanwhile, waiting a
     /// moment for those that have not answered yet (dead ones never will).
-    fn after_standby(&mut self, now: Instant) {
+    pub(super) fn after_standby(&mut self, now: Instant) {
         let Seeking::Repair(lost_at) = self.seeking else {
             self.repair_probe(now);
             return;

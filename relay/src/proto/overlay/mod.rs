@@ -29,12 +29,15 @@
 //!   siblings, full or not, and the rooms they name below themselves) over connections
 //!   that stay open. Each parent names one child its *heir* and holds that child's slot
 //!   for a moment when it vanishes. When the parent is lost,
-//!   the heir asks the grandparent for the dead parent's slot and every other orphan
-//!   attaches to the nearest standby with room: one round trip. Meanwhile the other
-//!   backups are probed, and if the standby fails the best of those that answered is
-//!   taken. While none of them has room, the rooms each answer names are probed at once:
-//!   backups often died with the parent, and waiting for them to stay silent cost a
-//!   third of a second per round. The orphan resumes from the last frame it holds.
+//!   the heir asks the grandparent for the dead parent's slot (a grandparent it keeps
+//!   measured, however far, so the claim goes over a warm connection) and every other
+//!   orphan attaches to the nearest standby with room: one round trip. Meanwhile the
+//!   other backups are probed, and if the standby fails the best of those that answered
+//!   is taken; if it refuses for lack of room, the rooms it names are measured with them
+//!   rather than attached to blind. While none of them has room, the rooms each answer
+//!   names are probed at once: backups often died with the parent, and waiting for them
+//!   to stay silent cost a third of a second per round. The orphan resumes from the
+//!   last frame it holds.
 //! - **Graceful leave**: a leaving node hands its children a list of parents to move to;
 //!   they attach there before the leaver closes (make before break). Its heir asks the
 //!   leaver's parent for the leaver's slot; the others try the list (and the rooms a
@@ -417,6 +420,9 @@ impl Overlay {
                         }
                     }
                     if matches!(self.seeking, Seeking::Join(_)) && self.measure_rooms(now, &r) {
+                        return;
+                    }
+                    if self.standby_refused(now, &addr.id, &r) {
                         return;
                     }
                     let first = self.redirect_first(&addr.id, &r);

@@ -11,19 +11,22 @@
 //!
 //! When the parent dies, one standby is attached to at once: one round trip on an open
 //! connection instead of a probe round of new handshakes and then an attach. If it
-//! refuses for lack of room, two of the rooms it names below itself are tried next;
-//! if those fail too, the orphan chooses among the backups it probed meanwhile.
+//! refuses for lack of room, the rooms it names below itself are measured along with
+//! the backups probed meanwhile, and the orphan chooses among those that answered (a
+//! room named from a child's report may have crashed with the parent).
 //!
 //! - The parent's *heir* (its child with the largest subtree; the parent lists the
 //!   grandparent with one free slot to it alone) asks the grandparent for the dead
-//!   parent's slot. That slot exists for sure, and nobody else competes for it.
+//!   parent's slot. That slot exists for sure, and nobody else competes for it. The
+//!   heir re-measures the grandparent at every refresh, however far it is, and gives
+//!   the claim that grandparent's round trip on top of the usual wait.
 //! - Every other orphan takes the nearest backup measured recently with a free slot (the
 //!   shallowest among near-ties, equals spread by an order of our own). Any node
 //!   measured lately above us counts as such a backup: it cannot hang below the parent.
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Overlay, Phase, ProbeInfo};
+use super::{Action, Overlay, Phase, ProbeInfo, Refusal, Refused, Seeking};
 use crate::proto::addr::PeerAddr;
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::Candidate;
@@ -131,10 +134,14 @@ impl Overlay {
             };
             (tier, k.and_then(|k| k.rtt), c.addr.id)
         });
+        // The heir's grandparent is measured every time, however far: the claim on the
+        // dead parent's slot then goes over a warm connection (a cold one costs a
+        // handshake, and a far grandparent's claim missed its deadline).
         let targets: Vec<PeerAddr> = cands
             .into_iter()
-            .take(self.config.standby_probes)
-            .map(|c| c.addr)
+            .enumerate()
+            .filter(|(i, c)| *i < self.config.standby_probes || heir_slot == Some(c.addr.id))
+            .map(|(_, c)| c.addr)
             .collect();
         for t in targets {
             self.actions.push_back(Action::Probe(t));
@@ -201,14 +208,51 @@ impl Overlay {
         }
     }
 
+    /// The standby (or the grandparent asked for the dead parent's slot) refused for lack
+    /// of room, naming rooms below itself: measure them along with the backups probed
+    /// meanwhile and choose among all those, rather than attach to a room unmeasured. A
+    /// room named from a child's report may have crashed since (it was often a sibling
+    /// of the dead parent), and an attach to it waited out the whole attach timeout
+    /// while a backup with room had already answered. Returns whether it took over.
+    pub(super) fn standby_refused(&mut self, now: Instant, refuser: &NodeId, r: &Refused) -> bool {
+        if !matches!(self.seeking, Seeking::Repair(_))
+            || !self.repair_probe_due
+            || r.why != Refusal::Full
+        {
+            return false;
+        }
+        self.repair_probe_due = false;
+        let exclude = self.exclude_list();
+        let rooms: Vec<PeerAddr> = r
+            .redirect
+            .iter()
+            .filter(|c| {
+                c.free > 0
+                    && c.addr.id != *refuser
+                    && !exclude.contains(&c.addr.id)
+                    && !self.known.is_banned(&c.addr.id, now)
+            })
+            .take(self.config.probe_fanout)
+            .map(|c| c.addr.clone())
+            .collect();
+        let sent = self.send_probes(rooms);
+        self.repair_pending.extend(sent);
+        self.after_standby(now);
+        true
+    }
+
     /// How long to give the standby attach: a round trip or two on a warm connection
     /// (more when asking for a dead parent's slot: the grandparent first makes sure the
     /// parent is silent). No answer by then means the standby went down too.
     pub(super) fn standby_deadline(&self, now: Instant, to: &NodeId, replacing: bool) -> Instant {
         let cap = self.config.repair_probe_timeout;
-        let wait = match self.known.get(to).and_then(|k| k.rtt) {
+        let rtt = self.known.get(to).and_then(|k| k.rtt);
+        let wait = match rtt {
             Some(rtt) if !replacing => (rtt * 3 + Duration::from_millis(100)).min(cap),
-            _ => cap,
+            // The dead parent's slot is worth a far grandparent's round trip on top:
+            // taking it keeps our whole subtree at its depth.
+            Some(rtt) => cap + rtt,
+            None => cap,
         };
         now + wait
     }
