@@ -385,9 +385,10 @@ fn a_room_below_a_full_uncle_is_a_standby_too() {
 }
 
 /// A leaver's children that are not its heir do not ask for its slot; refused by a
-/// full grandparent, they take the rooms it names rather than old, full candidates.
+/// full grandparent, they measure the rooms it names rather than try old, full
+/// candidates, and if none answers they look afresh.
 #[test]
-fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names() {
+fn a_handed_over_child_that_is_not_the_heir_measures_the_rooms_the_grandparent_names() {
     let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
     // Many parents measured long ago, with room then.
     for b in 20..30 {
@@ -408,11 +409,13 @@ fn a_handed_over_child_that_is_not_the_heir_takes_a_room_the_grandparent_names()
     };
     x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
     let acts = drain(&mut x);
-    assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
-    // 7 and 3 fail too: after at most two of the old ones, it probes afresh.
-    x.handle_attach_result(t1, &addr(7), Err(None));
-    drain(&mut x);
-    x.handle_attach_result(t1, &addr(3), Err(None));
+    assert_eq!(attach(&acts), None, "{acts:?}");
+    let mut measured = probes(&acts);
+    measured.sort_by_key(|a| a.id);
+    assert_eq!(measured, vec![addr(3), addr(7)]);
+    // 7 and 3 do not answer: it probes afresh, trying at most two old ones first.
+    x.handle_probe_result(t1, &addr(7), None);
+    x.handle_probe_result(t1, &addr(3), None);
     let mut tried = 0;
     loop {
         let acts = drain(&mut x);

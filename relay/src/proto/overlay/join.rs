@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::{Action, Overlay, OverlayEvent, Parent, Phase, Refusal, Refused, Seeking};
 use crate::proto::addr::PeerAddr;
 use crate::proto::id::NodeId;
-use crate::proto::tree_msg::{Candidate, TreeInfo};
+use crate::proto::tree_msg::TreeInfo;
 
 impl Overlay {
     pub(super) fn seek(&mut self, now: Instant) {
@@ -154,6 +154,14 @@ impl Overlay {
                 self.fresh_after = None;
                 self.after_probe_round(now);
             }
+            None if self.seeking == Seeking::Handover => {
+                // Handed over, and none of the rooms a full parent named has room: the
+                // parent no longer counts us, so look afresh (what we measured before
+                // is old, and walking through it took seconds).
+                self.fresh_after = None;
+                self.seeking = Seeking::Repair(now);
+                self.seek_by_probing(now);
+            }
             None => {
                 // Nobody with room: try again after a pause (short while repairing:
                 // slots free up as the tree notices the same failure).
@@ -169,15 +177,17 @@ impl Overlay {
         }
     }
 
-    /// Joining and refused for lack of room: measures the rooms the refuser named (all at
-    /// once, as one more probe round) and chooses among those alone; `false` if it named
-    /// none to measure.
+    /// Joining or handed over, and refused for lack of room: measures the rooms the
+    /// refuser named (all at once, as one more probe round) and chooses among those
+    /// alone; `false` if it named none to measure.
     ///
     /// In a crowd the other parents we measured have mostly filled up as well, and a
     /// room attached to unmeasured may be anywhere. Measured alone with `treecast sim`
     /// (steady-10k over 60 s), this cut the median stretch from 2.95 to 2.54 for about
-    /// half a round trip more per join. Trying two of the rooms unmeasured, as before,
-    /// is what a repair or a handover still does (see [`Overlay::redirect_first`]).
+    /// half a round trip more per join. Handed over, the leaver feeds us meanwhile, so
+    /// measuring costs no playback; at churn-10k with a 1 s buffer it halved the pauses
+    /// (the rooms tried blind were often far, or behind in the stream). A repair does
+    /// the like with `standby_refused`.
     pub(super) fn measure_rooms(&mut self, now: Instant, r: &Refused) -> bool {
         if r.why != Refusal::Full {
             return false;
@@ -240,40 +250,21 @@ impl Overlay {
         }
     }
 
-    /// Which of a refuser's redirects to try before the rest of the queue.
-    ///
-    /// Repairing, every moment counts: all its parents with room (near it, fresher than
-    /// what we probed) go first; not from a refuser cut off from the origin itself.
-    /// Handed over, only two of the rooms below the refuser (listed first, in an order
-    /// of our own, from its children's reports): near the parent we chose, and fresher
-    /// than anything we probed. (Joining, and after the standby refused, they are
-    /// measured first: see [`Overlay::measure_rooms`] and `standby_refused`; this is for
-    /// when none are named.)
-    pub(super) fn redirect_first(&self, refuser: &NodeId, r: &Refused) -> Vec<PeerAddr> {
-        if r.why != Refusal::Full {
+    /// Which of a refuser's redirects to try before the rest of the queue: repairing
+    /// (past the standby), every moment counts, and all its parents with room (near it,
+    /// fresher than what we probed) go first; not from a refuser cut off from the origin
+    /// itself. (Joining, handed over, or refused by the standby, the rooms are measured
+    /// first instead: see [`Overlay::measure_rooms`] and `standby_refused`.)
+    pub(super) fn redirect_first(&self, r: &Refused) -> Vec<PeerAddr> {
+        if r.why != Refusal::Full || !matches!(self.seeking, Seeking::Repair(_)) {
             return Vec::new();
         }
         let exclude = self.exclude_list();
-        let usable = |c: &&Candidate| c.free > 0 && !exclude.contains(&c.addr.id);
-        match self.seeking {
-            Seeking::Repair(_) if !self.repair_probe_due => r
-                .redirect
-                .iter()
-                .filter(usable)
-                .map(|c| c.addr.clone())
-                .collect(),
-            Seeking::Join(_) | Seeking::Handover => {
-                let depth = self.known.get(refuser).map_or(u32::MAX, |k| k.cand.depth);
-                r.redirect
-                    .iter()
-                    .filter(usable)
-                    .filter(|c| c.depth > depth)
-                    .take(2)
-                    .map(|c| c.addr.clone())
-                    .collect()
-            }
-            _ => Vec::new(),
-        }
+        r.redirect
+            .iter()
+            .filter(|c| c.free > 0 && !exclude.contains(&c.addr.id))
+            .map(|c| c.addr.clone())
+            .collect()
     }
 
     pub(super) fn exclude_list(&self) -> Vec<NodeId> {

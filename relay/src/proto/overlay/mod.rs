@@ -40,8 +40,9 @@
 //!   last frame it holds.
 //! - **Graceful leave**: a leaving node hands its children a list of parents to move to;
 //!   they attach there before the leaver closes (make before break). Its heir asks the
-//!   leaver's parent for the leaver's slot; the others try the list (and the rooms a
-//!   full parent names), then probe afresh rather than walk through old candidates.
+//!   leaver's parent for the leaver's slot; the others try the list (measuring the rooms
+//!   a full parent names before choosing), then probe afresh rather than walk through
+//!   old candidates.
 //! - **Improvement**: every `improve_interval`, probe a few known nodes and move to one
 //!   that is shallower or much nearer, with hysteresis so a node never oscillates.
 
@@ -49,6 +50,7 @@ mod children;
 mod improve;
 mod join;
 mod known;
+mod leave;
 mod position;
 mod standby;
 mod types;
@@ -419,13 +421,15 @@ impl Overlay {
                             None => self.known.hear(now, c),
                         }
                     }
-                    if matches!(self.seeking, Seeking::Join(_)) && self.measure_rooms(now, &r) {
+                    if matches!(self.seeking, Seeking::Join(_) | Seeking::Handover)
+                        && self.measure_rooms(now, &r)
+                    {
                         return;
                     }
                     if self.standby_refused(now, &addr.id, &r) {
                         return;
                     }
-                    let first = self.redirect_first(&addr.id, &r);
+                    let first = self.redirect_first(&r);
                     queue.retain(|a| !first.contains(a));
                     queue.splice(0..0, first);
                 }
@@ -479,32 +483,6 @@ impl Overlay {
         self.known.ban(peer, now + self.config.distrust_for);
     }
 
-    /// The parent is leaving and hands us to these parents.
-    pub fn handle_goodbye(&mut self, now: Instant, from: &NodeId, handover: Vec<Candidate>) {
-        if self.parent.as_ref().is_none_or(|p| p.addr.id != *from) {
-            return;
-        }
-        self.known.forget(from);
-        for c in &handover {
-            self.known.hear(now, c);
-        }
-        // Then at most two parents measured before, with room then: in a crowd the rest
-        // have long filled up, and trying them one by one took seconds. (A refusal
-        // names fresh rooms, tried first: see `redirect_first`.)
-        let mut queue = self.known.fallbacks(now, &handover, &[self.me, *from]);
-        queue.truncate(handover.len() + 2);
-        if queue.is_empty() {
-            queue = self.bootstrap.clone();
-        }
-        queue.retain(|a| a.id != *from);
-        self.seeking = Seeking::Handover;
-        // A leaver lists its parent first, for its slot there. That slot is its heir's
-        // (we know whether we are: see `info_for`): only the heir asks for it; the
-        // others take a free slot there if there is one.
-        let heir = self.backups().first().is_some_and(|g| g.free > 0);
-        self.try_next_replacing(now, queue, heir.then_some(*from));
-    }
-
     /// The driver measured the RTT to the current parent.
     ///
     /// Improvement compares candidates with this; a parent reached without a probe (by a
@@ -518,47 +496,6 @@ impl Overlay {
         let (addr, rooted) = (p.addr.clone(), p.info.rooted);
         // Its free slots do not matter: our parent is never a candidate to move to.
         self.known.probed(now, &addr, rtt, rooted, depth, 0, 0);
-    }
-
-    /// Leave in order: hand the children over (then the driver closes when they are gone
-    /// or after its own deadline).
-    pub fn handle_leave(&mut self, _now: Instant) {
-        self.phase = Phase::Leaving;
-        self.seeking = Seeking::None;
-        // Tell our parent first: our children will ask it for our slot.
-        if self.parent.is_some() {
-            self.actions.push_back(Action::AnnounceLeave);
-        }
-        self.next_improve = None;
-        self.next_standby = None;
-        self.improving = None;
-        if self.children.is_empty() {
-            self.events.push_back(OverlayEvent::ChildrenHandedOver);
-            return;
-        }
-        // Grandparent first, then our other backups and the children with room (a child
-        // never picks itself).
-        let mut handover = Vec::new();
-        if let (Some(p), Some(d)) = (&self.parent, self.depth()) {
-            handover.push(Candidate {
-                addr: p.addr.clone(),
-                depth: d.saturating_sub(1),
-                free: 1,
-            });
-            handover.extend(p.info.backups.iter().cloned());
-        }
-        let child_depth = self.depth().map_or(1, |d| d + 1);
-        for c in self.children.values() {
-            if c.free > 0 {
-                handover.push(Candidate {
-                    addr: c.addr.clone(),
-                    depth: child_depth,
-                    free: c.free,
-                });
-            }
-        }
-        handover.truncate(crate::proto::tree_msg::MAX_CANDIDATES);
-        self.actions.push_back(Action::Handover(handover));
     }
 
     /// A timer from [`Overlay::poll_timeout`] fired.

@@ -1,0 +1,50 @@
+//! Deterministic tests of a handover: a child whose parent leaves in order, refused by a
+//! full grandparent, measures the rooms it names before choosing. The leaver feeds the
+//! child meanwhile, so the round trips this costs pause nothing; a room tried blind may
+//! be far, or behind in the stream, and the child's whole subtree would pay for it.
+
+mod overlay_net;
+
+use std::time::Duration;
+
+use overlay_net::{MS, addr, attach, cand, drain, probe_info, probes, settled_under};
+use treecast_relay::proto::overlay::*;
+
+#[test]
+fn a_handed_over_child_takes_the_nearest_room_a_full_grandparent_names() {
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
+    let t1 = t0 + Duration::from_secs(10);
+    x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1)]);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(1), None)), "{acts:?}");
+    // The grandparent is full; it names 7 first, then 8.
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(7, 2, 1), cand(8, 2, 1)],
+    };
+    x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), None, "a room tried blind: {acts:?}");
+    let mut measured = probes(&acts);
+    measured.sort_by_key(|a| a.id);
+    assert_eq!(measured, vec![addr(7), addr(8)]);
+    // 8 is four times nearer than 7.
+    let t2 = t1 + 30 * MS;
+    x.handle_probe_result(t2, &addr(8), Some((10 * MS, probe_info(2, 1, 2, vec![]))));
+    x.handle_probe_result(t2, &addr(7), Some((40 * MS, probe_info(2, 1, 2, vec![]))));
+    let mut acts = drain(&mut x);
+    while attach(&acts).is_none() {
+        let due = x.poll_timeout().expect("a timer");
+        assert!(due < t1 + Duration::from_secs(2), "no choice in time");
+        x.handle_timeout(due.max(t2));
+        acts = drain(&mut x);
+    }
+    assert_eq!(attach(&acts), Some((addr(8), None)), "{acts:?}");
+    let info = treecast_relay::proto::tree_msg::TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(3).id, addr(8).id],
+        backups: vec![],
+    };
+    x.handle_attach_result(t2, &addr(8), Ok(info));
+    assert_eq!(x.parent().map(|p| p.id), Some(addr(8).id));
+}
