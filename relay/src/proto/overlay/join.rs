@@ -192,18 +192,7 @@ impl Overlay {
         if r.why != Refusal::Full {
             return false;
         }
-        let exclude = self.exclude_list();
-        let rooms: Vec<PeerAddr> = r
-            .redirect
-            .iter()
-            .filter(|c| {
-                c.free > 0
-                    && !exclude.contains(&c.addr.id)
-                    && !self.known.is_banned(&c.addr.id, now)
-            })
-            .take(self.config.probe_fanout)
-            .map(|c| c.addr.clone())
-            .collect();
+        let rooms = self.rooms_to_measure(now, r);
         if rooms.is_empty() {
             return false;
         }
@@ -212,6 +201,22 @@ impl Overlay {
         self.fresh_after = Some(now);
         self.probe(now, self.config.probe_rounds.saturating_sub(1), rooms);
         true
+    }
+
+    /// The rooms with room a refusal names that are worth measuring (not ourselves, our
+    /// children or a banned node), as many as one probe round takes.
+    pub(super) fn rooms_to_measure(&self, now: Instant, r: &Refused) -> Vec<PeerAddr> {
+        let exclude = self.exclude_list();
+        r.redirect
+            .iter()
+            .filter(|c| {
+                c.free > 0
+                    && !exclude.contains(&c.addr.id)
+                    && !self.known.is_banned(&c.addr.id, now)
+            })
+            .take(self.config.probe_fanout)
+            .map(|c| c.addr.clone())
+            .collect()
     }
 
     /// Repairing with no parent with room in hand: probes the rooms a reply just named

@@ -426,7 +426,7 @@ impl Overlay {
                     {
                         return;
                     }
-                    if self.standby_refused(now, &addr.id, &r) {
+                    if self.standby_refused(now, &r) {
                         return;
                     }
                     let first = self.redirect_first(&r);

@@ -214,7 +214,7 @@ impl Overlay {
     /// room named from a child's report may have crashed since (it was often a sibling
     /// of the dead parent), and an attach to it waited out the whole attach timeout
     /// while a backup with room had already answered. Returns whether it took over.
-    pub(super) fn standby_refused(&mut self, now: Instant, refuser: &NodeId, r: &Refused) -> bool {
+    pub(super) fn standby_refused(&mut self, now: Instant, r: &Refused) -> bool {
         if !matches!(self.seeking, Seeking::Repair(_))
             || !self.repair_probe_due
             || r.why != Refusal::Full
@@ -222,19 +222,7 @@ impl Overlay {
             return false;
         }
         self.repair_probe_due = false;
-        let exclude = self.exclude_list();
-        let rooms: Vec<PeerAddr> = r
-            .redirect
-            .iter()
-            .filter(|c| {
-                c.free > 0
-                    && c.addr.id != *refuser
-                    && !exclude.contains(&c.addr.id)
-                    && !self.known.is_banned(&c.addr.id, now)
-            })
-            .take(self.config.probe_fanout)
-            .map(|c| c.addr.clone())
-            .collect();
+        let rooms = self.rooms_to_measure(now, r);
         let sent = self.send_probes(rooms);
         self.repair_pending.extend(sent);
         self.after_standby(now);
