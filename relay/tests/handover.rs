@@ -1,7 +1,8 @@
 //! Deterministic tests of a handover: a child whose parent leaves in order, refused by a
-//! full grandparent, measures the rooms it names before choosing. The leaver feeds the
-//! child meanwhile, so the round trips this costs pause nothing; a room tried blind may
-//! be far, or behind in the stream, and the child's whole subtree would pay for it.
+//! full grandparent, measures the rooms it names before choosing, and looks afresh if
+//! none has room. The leaver feeds the child meanwhile, so the round trips this costs
+//! pause nothing; a room tried blind may be far, or behind in the stream, and the
+//! child's whole subtree would pay for it.
 
 mod overlay_net;
 
@@ -47,4 +48,59 @@ fn a_handed_over_child_takes_the_nearest_room_a_full_grandparent_names() {
     };
     x.handle_attach_result(t2, &addr(8), Ok(info));
     assert_eq!(x.parent().map(|p| p.id), Some(addr(8).id));
+}
+
+/// A leaver's children that are not its heir do not ask for its slot; refused by a
+/// full grandparent, they measure the rooms it names rather than try old, full
+/// candidates, and if none answers they look afresh.
+#[test]
+fn a_handed_over_child_that_is_not_the_heir_measures_the_rooms_the_grandparent_names() {
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
+    // Many parents measured long ago, with room then.
+    for b in 20..30 {
+        x.handle_probe_result(t0, &addr(b), Some((30 * MS, probe_info(3, 2, 2, vec![]))));
+    }
+    drain(&mut x);
+    let t1 = t0 + Duration::from_secs(20);
+    x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1), cand(3, 1, 1)]);
+    let acts = drain(&mut x);
+    assert_eq!(
+        attach(&acts),
+        Some((addr(1), None)),
+        "not the heir: no claim on the leaver's slot: {acts:?}"
+    );
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(7, 2, 2), cand(3, 1, 1)],
+    };
+    x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), None, "{acts:?}");
+    let mut measured = probes(&acts);
+    measured.sort_by_key(|a| a.id);
+    assert_eq!(measured, vec![addr(3), addr(7)]);
+    // 7 and 3 do not answer: it probes afresh, trying at most two old ones first.
+    x.handle_probe_result(t1, &addr(7), None);
+    x.handle_probe_result(t1, &addr(3), None);
+    let mut tried = 0;
+    loop {
+        let acts = drain(&mut x);
+        match acts.iter().find_map(|a| match a {
+            Action::Attach { to, .. } => Some(to.clone()),
+            _ => None,
+        }) {
+            Some(to) => {
+                tried += 1;
+                x.handle_attach_result(t1, &to, Err(None));
+            }
+            None => {
+                assert!(
+                    acts.iter().any(|a| matches!(a, Action::Probe(_))),
+                    "{acts:?}"
+                );
+                break;
+            }
+        }
+    }
+    assert!(tried <= 2, "tried {tried} old candidates one by one");
 }

@@ -384,61 +384,6 @@ fn a_room_below_a_full_uncle_is_a_standby_too() {
     assert_eq!(attach(&acts), Some((addr(5), None)), "{acts:?}");
 }
 
-/// A leaver's children that are not its heir do not ask for its slot; refused by a
-/// full grandparent, they measure the rooms it names rather than try old, full
-/// candidates, and if none answers they look afresh.
-#[test]
-fn a_handed_over_child_that_is_not_the_heir_measures_the_rooms_the_grandparent_names() {
-    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
-    // Many parents measured long ago, with room then.
-    for b in 20..30 {
-        x.handle_probe_result(t0, &addr(b), Some((30 * MS, probe_info(3, 2, 2, vec![]))));
-    }
-    drain(&mut x);
-    let t1 = t0 + Duration::from_secs(20);
-    x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1), cand(3, 1, 1)]);
-    let acts = drain(&mut x);
-    assert_eq!(
-        attach(&acts),
-        Some((addr(1), None)),
-        "not the heir: no claim on the leaver's slot: {acts:?}"
-    );
-    let refused = Refused {
-        why: Refusal::Full,
-        redirect: vec![cand(7, 2, 2), cand(3, 1, 1)],
-    };
-    x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
-    let acts = drain(&mut x);
-    assert_eq!(attach(&acts), None, "{acts:?}");
-    let mut measured = probes(&acts);
-    measured.sort_by_key(|a| a.id);
-    assert_eq!(measured, vec![addr(3), addr(7)]);
-    // 7 and 3 do not answer: it probes afresh, trying at most two old ones first.
-    x.handle_probe_result(t1, &addr(7), None);
-    x.handle_probe_result(t1, &addr(3), None);
-    let mut tried = 0;
-    loop {
-        let acts = drain(&mut x);
-        match acts.iter().find_map(|a| match a {
-            Action::Attach { to, .. } => Some(to.clone()),
-            _ => None,
-        }) {
-            Some(to) => {
-                tried += 1;
-                x.handle_attach_result(t1, &to, Err(None));
-            }
-            None => {
-                assert!(
-                    acts.iter().any(|a| matches!(a, Action::Probe(_))),
-                    "{acts:?}"
-                );
-                break;
-            }
-        }
-    }
-    assert!(tried <= 2, "tried {tried} old candidates one by one");
-}
-
 /// A child's backups name its uncles even when they are full (below the grandparent,
 /// before its own siblings): the full ones name the rooms below them, which are most of
 /// the standbys in a full tree.
