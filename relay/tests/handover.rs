@@ -6,40 +6,31 @@
 
 mod overlay_net;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use overlay_net::{MS, addr, attach, cand, drain, probe_info, probes, settled_under};
+use overlay_net::{
+    MS, addr, attach, cand, drain, probe_info, probes, settled_under, timers_until_attach,
+};
+use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::overlay::*;
+use treecast_relay::proto::tree_msg::Candidate;
 
 #[test]
 fn a_handed_over_child_takes_the_nearest_room_a_full_grandparent_names() {
     let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0)]);
     let t1 = t0 + Duration::from_secs(10);
-    x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1)]);
-    let acts = drain(&mut x);
-    assert_eq!(attach(&acts), Some((addr(1), None)), "{acts:?}");
     // The grandparent is full; it names 7 first, then 8.
-    let refused = Refused {
-        why: Refusal::Full,
-        redirect: vec![cand(7, 2, 1), cand(8, 2, 1)],
-    };
-    x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
-    let acts = drain(&mut x);
-    assert_eq!(attach(&acts), None, "a room tried blind: {acts:?}");
-    let mut measured = probes(&acts);
-    measured.sort_by_key(|a| a.id);
+    let handover = vec![cand(1, 0, 1)];
+    let measured =
+        refused_by_the_grandparent(&mut x, t1, handover, vec![cand(7, 2, 1), cand(8, 2, 1)]);
     assert_eq!(measured, vec![addr(7), addr(8)]);
     // 8 is four times nearer than 7.
     let t2 = t1 + 30 * MS;
     x.handle_probe_result(t2, &addr(8), Some((10 * MS, probe_info(2, 1, 2, vec![]))));
     x.handle_probe_result(t2, &addr(7), Some((40 * MS, probe_info(2, 1, 2, vec![]))));
-    let mut acts = drain(&mut x);
-    while attach(&acts).is_none() {
-        let due = x.poll_timeout().expect("a timer");
-        assert!(due < t1 + Duration::from_secs(2), "no choice in time");
-        x.handle_timeout(due.max(t2));
-        acts = drain(&mut x);
-    }
+    let in_time = |d: Instant| d < t1 + Duration::from_secs(2);
+    let acts = drain(&mut x);
+    let acts = timers_until_attach(&mut x, acts, t2, in_time, "no choice in time");
     assert_eq!(attach(&acts), Some((addr(8), None)), "{acts:?}");
     let info = treecast_relay::proto::tree_msg::TreeInfo {
         rooted: true,
@@ -62,22 +53,9 @@ fn a_handed_over_child_that_is_not_the_heir_measures_the_rooms_the_grandparent_n
     }
     drain(&mut x);
     let t1 = t0 + Duration::from_secs(20);
-    x.handle_goodbye(t1, &addr(2).id, vec![cand(1, 0, 1), cand(3, 1, 1)]);
-    let acts = drain(&mut x);
-    assert_eq!(
-        attach(&acts),
-        Some((addr(1), None)),
-        "not the heir: no claim on the leaver's slot: {acts:?}"
-    );
-    let refused = Refused {
-        why: Refusal::Full,
-        redirect: vec![cand(7, 2, 2), cand(3, 1, 1)],
-    };
-    x.handle_attach_result(t1, &addr(1), Err(Some(refused)));
-    let acts = drain(&mut x);
-    assert_eq!(attach(&acts), None, "{acts:?}");
-    let mut measured = probes(&acts);
-    measured.sort_by_key(|a| a.id);
+    let handover = vec![cand(1, 0, 1), cand(3, 1, 1)];
+    let measured =
+        refused_by_the_grandparent(&mut x, t1, handover, vec![cand(7, 2, 2), cand(3, 1, 1)]);
     assert_eq!(measured, vec![addr(3), addr(7)]);
     // 7 and 3 do not answer: it probes afresh, trying at most two old ones first.
     x.handle_probe_result(t1, &addr(7), None);
@@ -103,4 +81,32 @@ fn a_handed_over_child_that_is_not_the_heir_measures_the_rooms_the_grandparent_n
         }
     }
     assert!(tried <= 2, "tried {tried} old candidates one by one");
+}
+
+/// `x` is handed over by its parent 2 with `handover` (the grandparent 1 first). Not the
+/// heir, it asks 1 for a free slot, not for 2's; 1 is full and names `redirect`. Returns
+/// whom `x` then probed, in id order: it attaches to none of them unmeasured.
+fn refused_by_the_grandparent(
+    x: &mut Overlay,
+    now: Instant,
+    handover: Vec<Candidate>,
+    redirect: Vec<Candidate>,
+) -> Vec<PeerAddr> {
+    x.handle_goodbye(now, &addr(2).id, handover);
+    let acts = drain(x);
+    assert_eq!(
+        attach(&acts),
+        Some((addr(1), None)),
+        "not the heir: no claim on the leaver's slot: {acts:?}"
+    );
+    let refused = Refused {
+        why: Refusal::Full,
+        redirect,
+    };
+    x.handle_attach_result(now, &addr(1), Err(Some(refused)));
+    let acts = drain(x);
+    assert_eq!(attach(&acts), None, "a room tried blind: {acts:?}");
+    let mut measured = probes(&acts);
+    measured.sort_by_key(|a| a.id);
+    measured
 }

@@ -6,7 +6,9 @@ mod overlay_net;
 
 use std::time::{Duration, Instant};
 
-use overlay_net::{MS, Net, addr, attach, cand, drain, probe_info, probes, settled_under};
+use overlay_net::{
+    MS, Net, addr, attach, cand, drain, probe_info, probes, settled_under, timers_until_attach,
+};
 use treecast_relay::proto::addr::PeerAddr;
 use treecast_relay::proto::id::NodeId;
 use treecast_relay::proto::overlay::*;
@@ -244,13 +246,9 @@ fn an_orphan_refused_by_its_full_standby_measures_the_rooms_it_names() {
     assert!(probes(&acts).contains(&addr(4)), "{acts:?}");
     let t3 = t2 + 25 * MS;
     x.handle_probe_result(t3, &addr(4), Some((12 * MS, probe_info(2, 2, 2, vec![]))));
-    let mut acts = drain(&mut x);
-    while attach(&acts).is_none() {
-        let due = x.poll_timeout().expect("a timer");
-        assert!(due <= t1 + 350 * MS, "waited past the repair round");
-        x.handle_timeout(due.max(t3));
-        acts = drain(&mut x);
-    }
+    let round = |d: Instant| d <= t1 + 350 * MS;
+    let acts = drain(&mut x);
+    let acts = timers_until_attach(&mut x, acts, t3, round, "waited past the repair round");
     assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
 }
 
@@ -274,17 +272,10 @@ fn an_orphan_refused_by_its_standby_takes_a_backup_that_answered_with_room() {
     };
     let t3 = t2 + 5 * MS;
     x.handle_attach_result(t3, &addr(3), Err(Some(refused)));
-    let mut acts = drain(&mut x);
+    let acts = drain(&mut x);
     assert!(probes(&acts).contains(&addr(5)), "{acts:?}");
-    while attach(&acts).is_none() {
-        let due = x.poll_timeout().expect("a timer");
-        assert!(
-            due <= t3 + OverlayConfig::default().repair_grace,
-            "waited more than a moment"
-        );
-        x.handle_timeout(due);
-        acts = drain(&mut x);
-    }
+    let moment = |d: Instant| d <= t3 + OverlayConfig::default().repair_grace;
+    let acts = timers_until_attach(&mut x, acts, t3, moment, "waited more than a moment");
     assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
 }
 
@@ -463,13 +454,10 @@ fn an_orphan_whose_standby_went_silent_too_moves_on_at_once() {
         "still waiting for the standby"
     );
     x.handle_peer_lost(t2, &addr(3).id);
-    let mut acts = drain(&mut x);
-    while attach(&acts).is_none() {
-        let due = x.poll_timeout().expect("a timer");
-        assert!(due < deadline, "waited for the dead standby's deadline");
-        x.handle_timeout(due);
-        acts = drain(&mut x);
-    }
+    let acts = drain(&mut x);
+    let before = |d: Instant| d < deadline;
+    let why = "waited for the dead standby's deadline";
+    let acts = timers_until_attach(&mut x, acts, t2, before, why);
     assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
 }
 
@@ -553,12 +541,8 @@ fn an_orphan_follows_the_rooms_a_backup_names_at_once() {
     assert_eq!(probes(&drain(&mut x)), vec![addr(7)]);
     let t3 = t2 + 40 * MS;
     x.handle_probe_result(t3, &addr(7), Some((18 * MS, probe_info(2, 1, 2, vec![]))));
-    let mut acts = drain(&mut x);
-    while attach(&acts).is_none() {
-        let due = x.poll_timeout().expect("a timer");
-        assert!(due < t1 + 350 * MS, "waited for the dead backups");
-        x.handle_timeout(due.max(t3));
-        acts = drain(&mut x);
-    }
+    let round = |d: Instant| d < t1 + 350 * MS;
+    let acts = drain(&mut x);
+    let acts = timers_until_attach(&mut x, acts, t3, round, "waited for the dead backups");
     assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
 }

@@ -353,6 +353,25 @@ pub fn attach(actions: &[Action]) -> Option<(PeerAddr, Option<NodeId>)> {
     })
 }
 
+/// Fires `x`'s timers (none before `now`) until it attaches, starting from the actions
+/// `acts` in hand; each timer must satisfy `due_ok`, else the test fails with `why`.
+/// Returns the actions that hold the attach.
+pub fn timers_until_attach(
+    x: &mut Overlay,
+    mut acts: Vec<Action>,
+    now: Instant,
+    due_ok: impl Fn(Instant) -> bool,
+    why: &str,
+) -> Vec<Action> {
+    while attach(&acts).is_none() {
+        let due = x.poll_timeout().expect("a timer");
+        assert!(due_ok(due), "{why}");
+        x.handle_timeout(due.max(now));
+        acts = drain(x);
+    }
+    acts
+}
+
 /// Whom the first attach among `actions` goes to.
 pub fn attach_to(actions: &[Action]) -> Option<PeerAddr> {
     attach(actions).map(|(to, _)| to)

@@ -155,12 +155,11 @@ impl Overlay {
                 self.after_probe_round(now);
             }
             None if self.seeking == Seeking::Handover => {
-                // Handed over, and none of the rooms a full parent named has room: the
-                // parent no longer counts us, so look afresh (what we measured before
-                // is old, and walking through it took seconds).
+                // Handed over, and none of the rooms a full parent named has room: look
+                // afresh (what we measured before is old, and walking through it took
+                // seconds).
                 self.fresh_after = None;
-                self.seeking = Seeking::Repair(now);
-                self.seek_by_probing(now);
+                self.out_of_parents(now);
             }
             None => {
                 // Nobody with room: try again after a pause (short while repairing:
@@ -203,19 +202,28 @@ impl Overlay {
         true
     }
 
-    /// The rooms with room a refusal names that are worth measuring (not ourselves, our
-    /// children or a banned node), as many as one probe round takes.
-    pub(super) fn rooms_to_measure(&self, now: Instant, r: &Refused) -> Vec<PeerAddr> {
+    /// The rooms with room a refusal names that we could take: not ourselves, our
+    /// parent or children, nor a banned node.
+    fn rooms_named<'a>(
+        &'a self,
+        now: Instant,
+        r: &'a Refused,
+    ) -> impl Iterator<Item = PeerAddr> + 'a {
         let exclude = self.exclude_list();
         r.redirect
             .iter()
-            .filter(|c| {
+            .filter(move |c| {
                 c.free > 0
                     && !exclude.contains(&c.addr.id)
                     && !self.known.is_banned(&c.addr.id, now)
             })
-            .take(self.config.probe_fanout)
             .map(|c| c.addr.clone())
+    }
+
+    /// Those of [`Overlay::rooms_named`] one probe round takes.
+    pub(super) fn rooms_to_measure(&self, now: Instant, r: &Refused) -> Vec<PeerAddr> {
+        self.rooms_named(now, r)
+            .take(self.config.probe_fanout)
             .collect()
     }
 
@@ -260,16 +268,11 @@ impl Overlay {
     /// fresher than what we probed) go first; not from a refuser cut off from the origin
     /// itself. (Joining, handed over, or refused by the standby, the rooms are measured
     /// first instead: see [`Overlay::measure_rooms`] and `standby_refused`.)
-    pub(super) fn redirect_first(&self, r: &Refused) -> Vec<PeerAddr> {
+    pub(super) fn redirect_first(&self, now: Instant, r: &Refused) -> Vec<PeerAddr> {
         if r.why != Refusal::Full || !matches!(self.seeking, Seeking::Repair(_)) {
             return Vec::new();
         }
-        let exclude = self.exclude_list();
-        r.redirect
-            .iter()
-            .filter(|c| c.free > 0 && !exclude.contains(&c.addr.id))
-            .map(|c| c.addr.clone())
-            .collect()
+        self.rooms_named(now, r).collect()
     }
 
     pub(super) fn exclude_list(&self) -> Vec<NodeId> {
@@ -300,20 +303,7 @@ impl Overlay {
             return;
         }
         if queue.is_empty() {
-            if self.seeking == Seeking::Move || self.seeking == Seeking::None {
-                // A move that found nowhere to go: stay where we are (if we still can).
-                if self.parent.is_some() {
-                    self.seeking = Seeking::None;
-                    self.phase = Phase::Settled;
-                    return;
-                }
-                self.seeking = Seeking::Repair(now);
-            }
-            if self.seeking == Seeking::Handover {
-                // The parent no longer counts us as its child: staying is not an option.
-                self.seeking = Seeking::Repair(now);
-            }
-            self.seek_by_probing(now);
+            self.out_of_parents(now);
             return;
         }
         let to = queue.remove(0);
@@ -327,6 +317,24 @@ impl Overlay {
             deadline: now + self.config.attach_timeout,
             replaces,
         };
+    }
+
+    /// Every parent on hand failed: a move by choice stays where it is (if it still
+    /// can); anything else, a handover included (the parent no longer counts us as its
+    /// child), looks afresh as a repair.
+    fn out_of_parents(&mut self, now: Instant) {
+        if matches!(self.seeking, Seeking::Move | Seeking::None) && self.parent.is_some() {
+            self.seeking = Seeking::None;
+            self.phase = Phase::Settled;
+            return;
+        }
+        if matches!(
+            self.seeking,
+            Seeking::Move | Seeking::None | Seeking::Handover
+        ) {
+            self.seeking = Seeking::Repair(now);
+        }
+        self.seek_by_probing(now);
     }
 
     pub(super) fn seek_by_probing(&mut self, now: Instant) {

@@ -429,7 +429,7 @@ impl Overlay {
                     if self.standby_refused(now, &r) {
                         return;
                     }
-                    let first = self.redirect_first(&r);
+                    let first = self.redirect_first(now, &r);
                     queue.retain(|a| !first.contains(a));
                     queue.splice(0..0, first);
                 }

@@ -234,8 +234,7 @@ impl Overlay {
     /// parent is silent). No answer by then means the standby went down too.
     pub(super) fn standby_deadline(&self, now: Instant, to: &NodeId, replacing: bool) -> Instant {
         let cap = self.config.repair_probe_timeout;
-        let rtt = self.known.get(to).and_then(|k| k.rtt);
-        let wait = match rtt {
+        let wait = match self.known.get(to).and_then(|k| k.rtt) {
             Some(rtt) if !replacing => (rtt * 3 + Duration::from_millis(100)).min(cap),
             // The dead parent's slot is worth a far grandparent's round trip on top:
             // taking it keeps our whole subtree at its depth.
