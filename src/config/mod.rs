@@ -23,7 +23,7 @@
 //! section or key is an error naming the file, the section, the key and the closest
 //! known keys, so a typo never goes unnoticed.
 //!
-//! The machinery is generic: it reads the clap [`Command`] built from [`Cli`], so a flag
+//! The machinery is generic: it reads the clap [`Command`](clap::Command) built from [`Cli`], so a flag
 //! added to `cli.rs` is configurable by file and environment with no change here. Env
 //! variables are attached to every flag that does not name its own ([`command`]); file
 //! values become the flags' default values, which clap ranks below env and command
@@ -31,7 +31,7 @@
 //! `join` in the file, `--parent` on the command line) is dropped.
 //!
 //! `treecast config --print [COMMAND] [FLAGS...]` shows the result and where each value
-//! came from ([`print`]).
+//! came from ([`print()`]).
 
 mod file;
 mod print;

@@ -1,5 +1,5 @@
 //! Errors of the wire decoders. Every one of them is caused by the peer; the node answers
-//! by closing that peer's connection with the matching [`ErrorCode`](super::ErrorCode).
+//! by closing that peer's connection with the matching [`ErrorCode`].
 
 use thiserror::Error;
 

@@ -101,7 +101,7 @@ fn choose(report: &SubtreeReport, max_drawn: usize) -> Vec<ReportNode> {
     out
 }
 
-/// The tree as an SVG document: see [`choose`] for what is drawn node by node.
+/// The tree as an SVG document: see `choose` for what is drawn node by node.
 pub fn draw(report: &SubtreeReport, max_drawn: usize) -> String {
     let chosen = choose(report, max_drawn);
     let n = chosen.len();

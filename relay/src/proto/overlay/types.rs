@@ -84,10 +84,10 @@ impl Default for OverlayConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Connect to `0`, ask it for a probe reply and measure the RTT; report with
-    /// [`Overlay::handle_probe_result`].
+    /// [`Overlay::handle_probe_result`](super::Overlay::handle_probe_result).
     Probe(PeerAddr),
     /// Subscribe to `to` (resuming from the last frame held) and report with
-    /// [`Overlay::handle_attach_result`]. Keep the current parent until the new one is
+    /// [`Overlay::handle_attach_result`](super::Overlay::handle_attach_result). Keep the current parent until the new one is
     /// attached (the overlay then asks for a [`Action::Detach`]).
     Attach {
         /// The parent to attach to.
