@@ -168,11 +168,12 @@ async fn run_tree(
     }
     let report = report?;
     println!(
-        "demo stopped: {} frames rendered, {} audio packets, {} stalls, {} re-buffers, {} lost, latency p50 {} ms",
+        "demo stopped: {} frames rendered, {} audio packets, {} stalls, {} re-buffers, {:.0} ms played slower, {} lost, latency p50 {} ms",
         report["frames_rendered"],
         report["audio_packets_decoded"],
         report["stalls"],
         report["rebuffers"],
+        report["slowed_ms"].as_f64().unwrap_or(0.0),
         report["frames_lost"],
         report["latency_ms"]["p50"],
     );

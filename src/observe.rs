@@ -162,12 +162,13 @@ pub fn render_tree(r: &SubtreeReport, levels: u32) -> String {
     out
 }
 
-/// The player's metrics in the node's registry: stalls, re-buffers, first-frame time,
+/// The player's metrics in the node's registry: stalls, re-buffers, playing slower, first-frame time,
 /// rendered and lost frames, latency and buffer.
 #[cfg(feature = "media")]
 pub struct PlayerMetrics {
     stalls: prometheus::IntCounter,
     rebuffers: prometheus::IntCounter,
+    slowed: prometheus::Counter,
     rendered: prometheus::IntCounter,
     lost: prometheus::IntCounter,
     first_frame: prometheus::Gauge,
@@ -179,7 +180,7 @@ pub struct PlayerMetrics {
 impl PlayerMetrics {
     /// Registers the player metrics in `registry`.
     pub fn new(registry: &prometheus::Registry) -> Result<Self> {
-        use prometheus::{Gauge, IntCounter};
+        use prometheus::{Counter, Gauge, IntCounter};
         let counter = |name: &str, help: &str| -> Result<IntCounter> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -199,6 +200,14 @@ impl PlayerMetrics {
                 "treecast_player_rebuffers_total",
                 "Times frames came after their playout time and playback was moved later.",
             )?,
+            slowed: {
+                let c = Counter::new(
+                    "treecast_player_slowed_seconds_total",
+                    "Latency added by playing slower to win back a buffer a slower path wore down.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             rendered: counter(
                 "treecast_player_frames_rendered_total",
                 "Video frames rendered.",
@@ -234,6 +243,10 @@ impl PlayerMetrics {
             if v > have {
                 c.inc_by(v - have);
             }
+        }
+        let slowed = s.slowed_ms / 1e3;
+        if slowed > self.slowed.get() {
+            self.slowed.inc_by(slowed - self.slowed.get());
         }
         self.first_frame
             .set(s.first_frame_ms.map_or(0.0, |v| v / 1e3));

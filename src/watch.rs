@@ -250,7 +250,7 @@ fn viewer_status(node: &Node, p: &treecast_player::PlayerStats) -> String {
     };
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
     format!(
-        "viewer | {parent} | latency {} | buffer {} | {:.0} kbit/s | frames {} | audio {} | stalls {} | rebuffers {} | lost {} | children {}",
+        "viewer | {parent} | latency {} | buffer {} | {:.0} kbit/s | frames {} | audio {} | stalls {} | rebuffers {} | slowed {:.0} ms | lost {} | children {}",
         opt(p.latency_ms),
         opt(p.buffer_ms),
         p.bitrate_kbps,
@@ -258,6 +258,7 @@ fn viewer_status(node: &Node, p: &treecast_player::PlayerStats) -> String {
         p.audio_packets_decoded,
         p.stalls,
         p.rebuffers,
+        p.slowed_ms,
         p.frames_lost,
         s.children,
     )

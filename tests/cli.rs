@@ -67,6 +67,7 @@ fn publish_relay_watch_as_processes_with_report_and_recording() {
         "first_frame_ms",
         "stalls",
         "rebuffers",
+        "slowed_ms",
         "frames_late",
         "max_gap_ms",
         "frames_lost",

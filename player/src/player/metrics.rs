@@ -64,6 +64,14 @@ pub struct PlayerReport {
     pub rebuffers: u64,
     /// Latency those re-buffers added in total.
     pub rebuffered_ms: f64,
+    /// Latency added by playing slower, to win back a buffer that a slower path had worn
+    /// down (played, not paused).
+    pub slowed_ms: f64,
+    /// Audio the decoder concealed where playing slower stretched the audio's timeline.
+    pub audio_concealed_ms: f64,
+    /// Holes in the audio's timeline handed to the decoder to conceal (each may come out
+    /// of it as an extra audio buffer).
+    pub audio_gaps_concealed: u64,
 }
 
 /// A live snapshot for a status line, from [`crate::Player::stats`].
@@ -77,6 +85,8 @@ pub struct PlayerStats {
     pub stalls: u64,
     /// Re-buffers so far.
     pub rebuffers: u64,
+    /// Latency added by playing slower so far (ms).
+    pub slowed_ms: f64,
     /// Frames lost so far.
     pub frames_lost: u64,
     /// Median latency of the last 64 rendered frames (ms).
@@ -169,6 +179,9 @@ pub(crate) struct Metrics {
     frames_late: u64,
     rebuffers: u64,
     rebuffered: Duration,
+    slowed: Duration,
+    audio_concealed: Duration,
+    audio_gaps_concealed: u64,
     latency: Histogram,
     recent: VecDeque<f64>,
 }
@@ -202,6 +215,9 @@ impl Metrics {
             frames_late: 0,
             rebuffers: 0,
             rebuffered: Duration::ZERO,
+            slowed: Duration::ZERO,
+            audio_concealed: Duration::ZERO,
+            audio_gaps_concealed: 0,
             latency: Histogram::new(),
             recent: VecDeque::new(),
         }
@@ -247,6 +263,17 @@ impl Metrics {
     pub(crate) fn on_rebuffer(&mut self, added: Duration) {
         self.rebuffers += 1;
         self.rebuffered += added;
+    }
+
+    /// Playback was moved `slowed` later by playing slower.
+    pub(crate) fn on_slowed(&mut self, slowed: Duration) {
+        self.slowed += slowed;
+    }
+
+    /// A hole of `hole` in the audio's timeline was handed to the decoder to conceal.
+    pub(crate) fn on_audio_concealed(&mut self, hole: Duration) {
+        self.audio_concealed += hole;
+        self.audio_gaps_concealed += 1;
     }
 
     /// A video frame with pipeline PTS `pts_ns` was rendered at `at` (wall clock `unix_us`),
@@ -327,6 +354,9 @@ impl Metrics {
             frames_late: self.frames_late,
             rebuffers: self.rebuffers,
             rebuffered_ms: ms(self.rebuffered),
+            slowed_ms: ms(self.slowed),
+            audio_concealed_ms: ms(self.audio_concealed),
+            audio_gaps_concealed: self.audio_gaps_concealed,
         }
     }
 
@@ -344,6 +374,7 @@ impl Metrics {
             audio_packets_decoded: self.audio_decoded,
             stalls: self.stalls,
             rebuffers: self.rebuffers,
+            slowed_ms: ms(self.slowed),
             frames_lost: self.frames_lost,
             latency_ms: recent.get(recent.len() / 2).copied(),
             buffer_ms: match (self.newest_pts_ns, running_ns) {

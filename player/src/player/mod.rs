@@ -20,7 +20,12 @@
 //! keeps audio and video in the origin's sync; the sinks play each frame `buffer` after
 //! the first one arrived, in the origin's rhythm. A frame that arrives after its playout
 //! time moves the offset later (a re-buffer: one pause, then smooth playback with more
-//! latency) instead of every following frame being dropped as late.
+//! latency) instead of every following frame being dropped as late. A path that got
+//! slower within the buffer wears it down without a pause; the clock then moves the offset
+//! later in steps of at least 20 ms, at most 5% of the time played, until the buffer is
+//! whole again. A video frame is held that much longer; the hole each step leaves in the
+//! audio's timeline goes to the Opus decoder as a gap event, which it fills with packet
+//! loss concealment rather than the sink with silence.
 //!
 //! Video frames are only fed from a keyframe on: before the first keyframe, and after a
 //! sequence gap until the next keyframe, video frames are skipped (a frozen picture rather
@@ -54,6 +59,9 @@ use treecast_relay::proto::playout::Playout;
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bus polling interval of the watcher thread (bounds how long shutdown waits for it).
 const BUS_POLL: Duration = Duration::from_millis(100);
+/// Shorter holes in the audio timeline are left to the sink (within its alignment
+/// threshold, it plays on as if there were none).
+const MIN_AUDIO_HOLE: Duration = Duration::from_millis(5);
 /// Largest playout delay accepted.
 const MAX_BUFFER: Duration = Duration::from_secs(60);
 
@@ -136,6 +144,9 @@ struct Input {
     waiting_key: bool,
     /// Mark the next pushed buffer DISCONT.
     discont: bool,
+    /// Pipeline running time at which the last pushed buffer ends (audio: where the next
+    /// one should start).
+    end_ns: Option<u64>,
 }
 
 struct PushState {
@@ -230,6 +241,7 @@ impl Player {
                 last_seq: None,
                 waiting_key: true,
                 discont: true,
+                end_ns: None,
             });
         }
         if let (Some((id, _)), Some(src)) = (audio, built.audio) {
@@ -240,6 +252,7 @@ impl Player {
                 last_seq: None,
                 waiting_key: false,
                 discont: true,
+                end_ns: None,
             });
         }
         let pipeline = built.pipeline;
@@ -333,8 +346,20 @@ impl Player {
             }
             self.shared.metrics().on_rebuffer(added);
         }
+        if placed.stretched_ns > 0 {
+            let slowed = Duration::from_nanos(placed.stretched_ns);
+            debug!(
+                track = frame.track,
+                seq = frame.seq,
+                "the path leaves less than the buffer: playback {slowed:?} slower"
+            );
+            self.shared.metrics().on_slowed(slowed);
+        }
         let input = &mut inputs[idx];
         let pts_ns = placed.pts_ns;
+        if input.kind == Kind::Audio && !input.discont {
+            self.conceal_audio_before(input, pts_ns);
+        }
         let dts_ns = playout.dts_ns(frame.dts.min(frame.pts)).min(pts_ns);
         let mut buffer = gst::Buffer::from_slice(frame.payload.clone());
         {
@@ -354,6 +379,7 @@ impl Player {
             b.set_flags(flags);
         }
         input.discont = false;
+        input.end_ns = Some(pts_ns + u64::from(frame.duration) * 1000);
         self.shared
             .metrics()
             .on_pushed(input.kind, frame.seq, pts_ns, frame.capture_us);
@@ -363,6 +389,29 @@ impl Player {
             })
         })?;
         Ok(())
+    }
+
+    /// Slowing down left a hole in the audio's timeline before `pts_ns` (the offset moved
+    /// later since the last packet): tells the decoder about it as a gap, which it fills
+    /// with concealment (Opus PLC) rather than the sink with silence or a resync.
+    fn conceal_audio_before(&self, input: &Input, pts_ns: u64) {
+        let Some(end_ns) = input.end_ns else {
+            return;
+        };
+        let hole = pts_ns.saturating_sub(end_ns);
+        if hole < MIN_AUDIO_HOLE.as_nanos() as u64 {
+            return;
+        }
+        let gap = gst::event::Gap::builder(gst::ClockTime::from_nseconds(end_ns))
+            .duration(gst::ClockTime::from_nseconds(hole))
+            .build();
+        if input.src.send_event(gap) {
+            self.shared
+                .metrics()
+                .on_audio_concealed(Duration::from_nanos(hole));
+        } else {
+            debug!("the audio source refused a gap event");
+        }
     }
 
     /// Shows `text` over the picture (replacing the previous message) when the broadcast

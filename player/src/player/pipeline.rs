@@ -261,6 +261,8 @@ fn build_audio(
     let tee = make("tee", "atee")?;
     let q = queue("aqueue", config.buffer)?;
     let dec = make("opusdec", "adec")?;
+    // Holes the player leaves in the timeline while it plays slower are concealed.
+    dec.set_property("plc", true);
     let convert = make("audioconvert", "aconvert")?;
     let resample = make("audioresample", "aresample")?;
     let sink = audio_sink(config.headless)?;

@@ -19,7 +19,9 @@
 //! much more latency from then on). Each peer also plays by the player's own clock
 //! ([`Playout`]), and each such pause is recorded as a [`Stall`]: what a viewer of the
 //! shipped player sees. A path that got slower for good then costs one pause, where the
-//! fixed schedule counts every segment after it as late.
+//! fixed schedule counts every segment after it as late. A path that got slower within
+//! the buffer costs no pause, and the player's clock plays up to 5% slower until the
+//! buffer is whole again ([`Media::stretched_us`]); the fixed schedule does not.
 
 use std::time::Duration;
 
@@ -190,7 +192,7 @@ impl Media {
         }
         // The player's clock, while the peer is still there to play: a segment that comes
         // after its time there pauses playback.
-        let due = deadline + self.rebuffered_us(n);
+        let due = deadline + self.rebuffered_us(n) + self.stretched_us(n);
         if due <= self.end[n] {
             let pts_us = u64::from(j) * self.cfg.seg_us;
             let placed = self.playout[n].place(pts_us, at.saturating_mul(1000));
@@ -359,6 +361,11 @@ impl Media {
     /// Latency re-buffering has added to `n`'s playback.
     pub fn rebuffered_us(&self, n: usize) -> u64 {
         self.playout[n].added().as_micros() as u64
+    }
+
+    /// Latency slowing down has added to `n`'s playback.
+    pub fn stretched_us(&self, n: usize) -> u64 {
+        self.playout[n].stretched().as_micros() as u64
     }
 
     /// How long `n` has been playing by `until` (from its first playout), microseconds;

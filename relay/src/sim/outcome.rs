@@ -95,6 +95,9 @@ pub struct Outcome {
     pub viewers_stalled: (u64, u64),
     /// Latency re-buffering had added per viewer by the time it stopped, ms.
     pub rebuffered_ms: Dist,
+    /// Latency slowing down (winning back a worn buffer) had added per viewer by the time
+    /// it stopped, ms.
+    pub stretched_ms: Dist,
     /// Invariants.
     pub invariants: Invariants,
 }
@@ -200,6 +203,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
     let mut stall_us = 0u64;
     let mut viewers_stalled = (0u64, 0u64);
     let mut rebuffered_ms = Dist::default();
+    let mut stretched_ms = Dist::default();
     for p in 1..n {
         // Every pause adds its length to the viewer's latency: the sum is the time paused.
         let rebuffered = sim.media.rebuffered_us(p);
@@ -211,6 +215,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
             viewers_stalled.0 += u64::from(rebuffered > 0);
             viewers_stalled.1 += 1;
             rebuffered_ms.add(rebuffered as f64 / 1000.0);
+            stretched_ms.add(sim.media.stretched_us(p) as f64 / 1000.0);
         }
         if let Some((ok, due)) = sim.media.continuity(p, end)
             && due > 0
@@ -282,6 +287,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         playing_s: playing_us as f64 / 1e6,
         viewers_stalled,
         rebuffered_ms,
+        stretched_ms,
         invariants: inv,
         config: sim.cfg.clone(),
     }

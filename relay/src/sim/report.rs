@@ -166,6 +166,13 @@ pub fn markdown(o: &Outcome) -> String {
         "ms",
         rebuf.summary(),
     );
+    let mut slowed = o.stretched_ms.clone();
+    row(
+        &mut s,
+        "latency added by slowing down, per viewer",
+        "ms",
+        slowed.summary(),
+    );
     row(
         &mut s,
         "control bytes per peer (sent+received)",
