@@ -379,7 +379,8 @@ impl Player {
             b.set_flags(flags);
         }
         input.discont = false;
-        input.end_ns = Some(pts_ns + u64::from(frame.duration) * 1000);
+        // Without a duration there is no telling a hole from the next packet's start.
+        input.end_ns = (frame.duration > 0).then(|| pts_ns + u64::from(frame.duration) * 1000);
         self.shared
             .metrics()
             .on_pushed(input.kind, frame.seq, pts_ns, frame.capture_us);
