@@ -192,8 +192,9 @@ async fn a_path_that_gets_slower_within_the_buffer_plays_slower_until_the_buffer
     assert_eq!((r.frames_lost, r.rebuffers, r.stalls), (0, 0, 0), "{r:?}");
     assert_eq!(r.frames_rendered, fed.video);
     // Once the slower arrivals are the base lag (1-2 s), 20 ms per 400 ms (5% slower):
-    // some 2 s of that by the end, never more than the 200 ms the buffer is short.
-    assert!((40.0..=200.0).contains(&r.slowed_ms), "{r:?}");
+    // some 2 s of that by the end, never more than the 200 ms the buffer is short (plus
+    // what a loaded machine may add to every frame's lag for seconds on end).
+    assert!((40.0..=250.0).contains(&r.slowed_ms), "{r:?}");
     // Each step left a hole of its length in the audio's timeline, which the decoder
     // concealed; every pushed packet was decoded too.
     assert!(r.audio_gaps_concealed >= 2, "{r:?}");
