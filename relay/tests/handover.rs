@@ -110,3 +110,43 @@ fn refused_by_the_grandparent(
     measured.sort_by_key(|a| a.id);
     measured
 }
+
+/// A leaver refuses children, so it offers no room either: not in its probe replies, not
+/// in what it tells its parent as its children move away (the parent would name it to
+/// joiners and orphans, who would then spend an attach on it or, once it has closed,
+/// wait out the attach deadline).
+#[test]
+fn a_leaving_node_offers_no_room() {
+    let mut net = overlay_net::Net::new();
+    let o = net.add(4, (0.0, 0.0));
+    let a = net.add(3, (30.0, 0.0));
+    net.join(a, o);
+    let kids: Vec<_> = (0..2)
+        .map(|i| {
+            let k = net.add(0, (30.0, 1.0 + f64::from(i)));
+            net.join(k, a);
+            k
+        })
+        .collect();
+    let asker = net.add(2, (50.0, 0.0));
+    let now = net.now;
+    assert_eq!(net.node(a).probe_reply(now, &asker).2, 1);
+    assert_eq!(net.nodes[&a].movable(), 2);
+    let leaver = net.node(a);
+    leaver.handle_leave(now);
+    drain(leaver);
+    // Its children move away one by one.
+    for k in &kids {
+        leaver.handle_child_gone(k);
+    }
+    let told: Vec<u32> = drain(leaver)
+        .iter()
+        .filter_map(|act| match act {
+            Action::SendStatus { free, .. } => Some(*free),
+            _ => None,
+        })
+        .collect();
+    assert!(told.iter().all(|f| *f == 0), "told its parent {told:?}");
+    assert_eq!(leaver.probe_reply(now, &asker).2, 0, "three empty slots");
+    assert_eq!(leaver.movable(), 0);
+}

@@ -11,8 +11,12 @@ use crate::proto::tree_msg::{Candidate, TreeInfo};
 const SHARE_FRESH: Duration = Duration::from_secs(2);
 
 impl Overlay {
-    /// Watch-only children, which a forwarding joiner may displace.
+    /// Watch-only children, which a forwarding joiner may displace (none while leaving:
+    /// nobody may join).
     pub fn movable(&self) -> u32 {
+        if self.phase == Phase::Leaving {
+            return 0;
+        }
         self.children.values().filter(|c| c.capacity == 0).count() as u32
     }
 

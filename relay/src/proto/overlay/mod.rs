@@ -240,8 +240,13 @@ impl Overlay {
         self.children.len()
     }
 
-    /// Free child slots (not counting those held for a lost child's heir).
+    /// Free child slots (not counting those held for a lost child's heir). None while
+    /// leaving: a leaver refuses children, and the slots its children empty as they move
+    /// away would only send others to it, in probe replies and in what its parent names.
     pub fn free_slots(&self) -> u32 {
+        if self.phase == Phase::Leaving {
+            return 0;
+        }
         self.config
             .capacity
             .saturating_sub((self.children.len() + self.held.len()) as u32)
