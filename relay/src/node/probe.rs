@@ -183,8 +183,9 @@ pub(crate) async fn probe(
 }
 
 /// Reports `peer` to the overlay as lost if `conn` (a probe's, kept open to measure a
-/// standby and attach to it at once) ends because the peer went silent, rather than
-/// being closed by either side. Watches each connection once.
+/// standby and attach to it at once) ends because the peer went silent or closed it
+/// saying it is going away (it is shutting down), rather than being closed as idle.
+/// Watches each connection once.
 pub(crate) fn watch(shared: &Arc<Shared>, peer: NodeId, conn: quinn::Connection) {
     if !shared.conns.start_watching(&conn) {
         return;
@@ -193,10 +194,44 @@ pub(crate) fn watch(shared: &Arc<Shared>, peer: NodeId, conn: quinn::Connection)
     tokio::spawn(async move {
         let why = conn.closed().await;
         shared.conns.stop_watching(&conn);
-        if matches!(why, quinn::ConnectionError::TimedOut) && !shared.is_shutting_down() {
-            debug!(%peer, "a probed peer went silent");
+        if peer_gone(&why) && !shared.is_shutting_down() {
+            debug!(%peer, "a probed peer went silent or away: {why}");
             lock(&shared.overlay).handle_peer_lost(Instant::now(), &peer);
             shared.kick.notify_one();
         }
     });
+}
+
+/// Whether a connection ended because the peer is gone: it went silent (crashed, cut
+/// off) or closed the connection saying it is going away (shutting down). Not when
+/// either side closed it as idle or done.
+fn peer_gone(why: &quinn::ConnectionError) -> bool {
+    match why {
+        quinn::ConnectionError::TimedOut => true,
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            close.error_code.into_inner() == u64::from(crate::proto::ErrorCode::GoingAway.value())
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_gone;
+    use crate::proto::ErrorCode;
+
+    fn closed(code: ErrorCode) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: code.value().into(),
+            reason: bytes::Bytes::from_static(b"bye"),
+        })
+    }
+
+    #[test]
+    fn a_peer_is_gone_when_silent_or_going_away_not_when_idle() {
+        assert!(peer_gone(&quinn::ConnectionError::TimedOut));
+        assert!(peer_gone(&closed(ErrorCode::GoingAway)));
+        assert!(!peer_gone(&closed(ErrorCode::NoError)), "closed as idle");
+        assert!(!peer_gone(&quinn::ConnectionError::LocallyClosed));
+    }
 }

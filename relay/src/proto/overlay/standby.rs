@@ -189,7 +189,8 @@ impl Overlay {
     }
 
     /// A connection to `peer` other than our parent's session (one a probe left open,
-    /// to a standby say) went silent: the peer crashed or is cut off. It is not chosen
+    /// to a standby say) went silent, or the peer closed it going away: the peer crashed,
+    /// is cut off or has left. It is not chosen
     /// for a while, and an attach waiting for its answer gives up at once, instead of
     /// at its deadline. (Often the very moment the parent is noticed lost, when both
     /// went down together.) The driver reports a lost parent session with

@@ -55,7 +55,7 @@ impl Sim {
                 self.count("probe", p, to, &ControlMessage::Probe { token: None });
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
-                if let Some(silent) = self.went_silent(setup, to) {
+                if let Some(silent) = self.went_silent(setup, p, to) {
                     // The probe fails when its connection does, and the node reports
                     // the peer lost then.
                     self.q.push(silent, Event::PeerSilent { from: p, to });
@@ -94,7 +94,7 @@ impl Sim {
                 self.count("subscribe", p, to, &msg);
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
-                if let Some(silent) = self.went_silent(setup, to) {
+                if let Some(silent) = self.went_silent(setup, p, to) {
                     // The node gives up the attach when the connection goes silent
                     // (`handle_peer_lost`), not at the attach deadline.
                     self.q.push(silent, Event::PeerSilent { from: p, to });
@@ -190,12 +190,22 @@ impl Sim {
         }
     }
 
-    /// When a connection a probe left open (`setup` 0: it was reused) to `to` goes
-    /// silent, if `to` crashed: after the idle timeout, as the node notices.
-    fn went_silent(&self, setup: u64, to: Peer) -> Option<u64> {
-        let down = self.down_at[to as usize];
-        (setup == 0 && self.crashed[to as usize])
-            .then(|| (down + self.cfg.idle_timeout.as_micros() as u64).max(self.now))
+    /// When a connection a probe left open (`setup` 0: it was reused) from `p` to `to`
+    /// ends, if `to` is gone: after the idle timeout if it crashed, as the node notices;
+    /// as soon as its close arrives if it left in order (a node closes every connection
+    /// saying it is going away, and the node reports that of a probe's connection too).
+    fn went_silent(&self, setup: u64, p: Peer, to: Peer) -> Option<u64> {
+        let tu = to as usize;
+        if setup != 0 || self.alive[tu] {
+            return None;
+        }
+        let down = self.down_at[tu];
+        let ends = if self.crashed[tu] {
+            down + self.cfg.idle_timeout.as_micros() as u64
+        } else {
+            down + self.owd(to, p)
+        };
+        Some(ends.max(self.now))
     }
 
     /// Time to get a connection from `p` to `to`: none if a probe left one open, else a
