@@ -24,6 +24,8 @@ fn player_and_source_are_send() {
 struct Fed {
     video: u64,
     audio: u64,
+    /// The player's buffer just before it finished (ms).
+    buffer_ms: f64,
     report: PlayerReport,
 }
 
@@ -89,6 +91,7 @@ async fn feed(
     Ok(Fed {
         video,
         audio,
+        buffer_ms: b,
         report,
     })
 }
@@ -178,30 +181,39 @@ async fn a_path_that_gets_slower_than_the_buffer_rebuffers_once_then_plays_on_ti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_that_gets_slower_within_the_buffer_plays_slower_until_the_buffer_is_back() {
     let _heavy = heavy().await;
-    // From 1 s of media on, every frame arrives 200 ms later: within the 300 ms buffer, so
-    // no pause, but only 100 ms of it is left for the next outage. Recorded as well: the
-    // gaps reach the muxer too.
+    // From 1 s of media on, every frame arrives 150 ms later: within the 300 ms buffer, so
+    // no pause, but only 150 ms of it is left for the next outage. (With 200 ms later,
+    // the 100 ms left were once too little for a loaded CI machine's jitter: frames are
+    // handed over only as the live source produces its next ones, up to 33 ms late, and
+    // the encoder's own timing varies.) Recorded as well: the gaps reach the muxer.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rec.mkv");
-    let fed = feed(5, Some(&path), |f| {
-        Some(if f.pts >= 1_000_000 { 200_000 } else { 0 })
+    let fed = feed(6, Some(&path), |f| {
+        Some(if f.pts >= 1_000_000 { 150_000 } else { 0 })
     })
     .await
     .unwrap();
     let r = &fed.report;
     assert_eq!((r.frames_lost, r.rebuffers, r.stalls), (0, 0, 0), "{r:?}");
     assert_eq!(r.frames_rendered, fed.video);
-    // Once the slower arrivals are the base lag (1-2 s), 20 ms per 400 ms (5% slower):
-    // some 2 s of that by the end, never more than the 200 ms the buffer is short (plus
-    // what a loaded machine may add to every frame's lag for seconds on end).
-    assert!((40.0..=250.0).contains(&r.slowed_ms), "{r:?}");
+    // The buffer is whole again at the end: once the slower arrivals are the base lag
+    // (1-2 s), 20 ms per 400 ms (5% slower) wins the 150 ms back in 3 s. (Unless the
+    // first frame was handed over late, which left more than the buffer from the start
+    // and less or nothing to win back; `proto::playout`'s tests pin the steps down.)
+    // (The newest frame's lead over the clock, measured at one moment, also carries
+    // that frame's own lag: up to some 40 ms here. Without winning back, about 150 ms.)
+    let buffer = fed.buffer_ms;
+    assert!(buffer >= 220.0, "buffer left {buffer} ms: {r:?}");
+    // Never more than the 150 ms the buffer was short (plus what a loaded machine may
+    // add to every frame's lag for seconds on end).
+    assert!(r.slowed_ms <= 200.0, "{r:?}");
     // Each step left a hole of its length in the audio's timeline, which the decoder
     // concealed; every pushed packet was decoded too.
-    assert!(r.audio_gaps_concealed >= 2, "{r:?}");
     assert!(
         (r.audio_concealed_ms - r.slowed_ms).abs() < 1.0,
         "the audio was stretched as much as the video: {r:?}"
     );
+    assert_eq!(r.audio_gaps_concealed > 0, r.slowed_ms > 0.0, "{r:?}");
     assert!(r.audio_packets_decoded >= fed.audio, "{r:?}");
     assert!(r.frames_late <= 3, "{r:?}");
     assert_eq!(r.out_of_order, 0);
