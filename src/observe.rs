@@ -162,7 +162,8 @@ pub fn render_tree(r: &SubtreeReport, levels: u32) -> String {
     out
 }
 
-/// The player's metrics in the node's registry: stalls, re-buffers, playing slower, first-frame time,
+/// The player's metrics in the node's registry: stalls, re-buffers, playing slower,
+/// first-frame time,
 /// rendered and lost frames, latency and buffer.
 #[cfg(feature = "media")]
 pub struct PlayerMetrics {
@@ -186,6 +187,11 @@ impl PlayerMetrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let seconds = |name: &str, help: &str| -> Result<Counter> {
+            let c = Counter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let gauge = |name: &str, help: &str| -> Result<Gauge> {
             let g = Gauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
@@ -200,14 +206,10 @@ impl PlayerMetrics {
                 "treecast_player_rebuffers_total",
                 "Times frames came after their playout time and playback was moved later.",
             )?,
-            slowed: {
-                let c = Counter::new(
-                    "treecast_player_slowed_seconds_total",
-                    "Latency added by playing slower to win back a buffer a slower path wore down.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            slowed: seconds(
+                "treecast_player_slowed_seconds_total",
+                "Latency added by playing slower to win back a buffer a slower path wore down.",
+            )?,
             rendered: counter(
                 "treecast_player_frames_rendered_total",
                 "Video frames rendered.",
@@ -244,9 +246,9 @@ impl PlayerMetrics {
                 c.inc_by(v - have);
             }
         }
-        let slowed = s.slowed_ms / 1e3;
-        if slowed > self.slowed.get() {
-            self.slowed.inc_by(slowed - self.slowed.get());
+        let (slowed, have) = (s.slowed_ms / 1e3, self.slowed.get());
+        if slowed > have {
+            self.slowed.inc_by(slowed - have);
         }
         self.first_frame
             .set(s.first_frame_ms.map_or(0.0, |v| v / 1e3));

@@ -197,11 +197,11 @@ async fn a_path_that_gets_slower_within_the_buffer_plays_slower_until_the_buffer
     assert_eq!((r.frames_lost, r.rebuffers, r.stalls), (0, 0, 0), "{r:?}");
     assert_eq!(r.frames_rendered, fed.video);
     // The buffer is whole again at the end: once the slower arrivals are the base lag
-    // (1-2 s), 20 ms per 400 ms (5% slower) wins the 150 ms back in 3 s. (Unless the
-    // first frame was handed over late, which left more than the buffer from the start
-    // and less or nothing to win back; `proto::playout`'s tests pin the steps down.)
-    // (The newest frame's lead over the clock, measured at one moment, also carries
-    // that frame's own lag: up to some 40 ms here. Without winning back, about 150 ms.)
+    // (1-2 s), 20 ms per 400 ms (5% slower) wins the 150 ms back in 3 s; without that,
+    // about 150 ms would be left. The newest frame's lead over the clock, read at one
+    // moment, also carries that frame's own lag (up to some 40 ms here). A first frame
+    // handed over late leaves more than the buffer from the start and less to win back;
+    // `proto::playout`'s tests pin the steps down.
     let buffer = fed.buffer_ms;
     assert!(buffer >= 220.0, "buffer left {buffer} ms: {r:?}");
     // Never more than the 150 ms the buffer was short (plus what a loaded machine may

@@ -146,6 +146,7 @@ fn a_leaving_node_offers_no_room() {
             _ => None,
         })
         .collect();
+    assert!(!told.is_empty(), "it still reports its subtree shrinking");
     assert!(told.iter().all(|f| *f == 0), "told its parent {told:?}");
     assert_eq!(leaver.probe_reply(now, &asker).2, 0, "three empty slots");
     assert_eq!(leaver.movable(), 0);

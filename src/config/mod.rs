@@ -23,8 +23,8 @@
 //! section or key is an error naming the file, the section, the key and the closest
 //! known keys, so a typo never goes unnoticed.
 //!
-//! The machinery is generic: it reads the clap [`Command`](clap::Command) built from [`Cli`], so a flag
-//! added to `cli.rs` is configurable by file and environment with no change here. Env
+//! The machinery is generic: it reads the clap [`Command`](clap::Command) built from
+//! [`Cli`], so a flag added to `cli.rs` is configurable by file and environment with no change here. Env
 //! variables are attached to every flag that does not name its own ([`command`]); file
 //! values become the flags' default values, which clap ranks below env and command
 //! line. A file value for an argument that conflicts with one given explicitly (say

@@ -87,8 +87,9 @@ pub enum Action {
     /// [`Overlay::handle_probe_result`](super::Overlay::handle_probe_result).
     Probe(PeerAddr),
     /// Subscribe to `to` (resuming from the last frame held) and report with
-    /// [`Overlay::handle_attach_result`](super::Overlay::handle_attach_result). Keep the current parent until the new one is
-    /// attached (the overlay then asks for a [`Action::Detach`]).
+    /// [`Overlay::handle_attach_result`](super::Overlay::handle_attach_result). Keep the
+    /// current parent until the new one is attached (the overlay then asks for a
+    /// [`Action::Detach`]).
     Attach {
         /// The parent to attach to.
         to: PeerAddr,

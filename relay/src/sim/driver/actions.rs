@@ -55,7 +55,7 @@ impl Sim {
                 self.count("probe", p, to, &ControlMessage::Probe { token: None });
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
-                if let Some(silent) = self.went_silent(setup, p, to) {
+                if let Some(silent) = self.kept_conn_ends(setup, p, to) {
                     // The probe fails when its connection does, and the node reports
                     // the peer lost then.
                     self.q.push(silent, Event::PeerSilent { from: p, to });
@@ -94,7 +94,7 @@ impl Sim {
                 self.count("subscribe", p, to, &msg);
                 let rtt = self.rtt_measured(p, to);
                 let setup = self.connect(p, to, rtt);
-                if let Some(silent) = self.went_silent(setup, p, to) {
+                if let Some(silent) = self.kept_conn_ends(setup, p, to) {
                     // The node gives up the attach when the connection goes silent
                     // (`handle_peer_lost`), not at the attach deadline.
                     self.q.push(silent, Event::PeerSilent { from: p, to });
@@ -194,7 +194,7 @@ impl Sim {
     /// ends, if `to` is gone: after the idle timeout if it crashed, as the node notices;
     /// as soon as its close arrives if it left in order (a node closes every connection
     /// saying it is going away, and the node reports that of a probe's connection too).
-    fn went_silent(&self, setup: u64, p: Peer, to: Peer) -> Option<u64> {
+    fn kept_conn_ends(&self, setup: u64, p: Peer, to: Peer) -> Option<u64> {
         let tu = to as usize;
         if setup != 0 || self.alive[tu] {
             return None;
