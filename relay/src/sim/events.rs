@@ -25,6 +25,8 @@ pub enum Event {
         to: Peer,
         /// When the prober sent it.
         sent: u64,
+        /// When its connection was up (`sent`, on one a probe left open).
+        connected: u64,
         /// The RTT the prober will measure.
         rtt_us: u64,
     },
@@ -54,6 +56,8 @@ pub enum Event {
         replaces: Option<crate::proto::id::NodeId>,
         /// When the child sent it.
         sent: u64,
+        /// When its connection was up (`sent`, on one a probe left open).
+        connected: u64,
     },
     /// The answer reaches the child.
     AttachReply {

@@ -70,6 +70,7 @@ impl Sim {
                         from: p,
                         to,
                         sent: now,
+                        connected: now + setup,
                         rtt_us: rtt,
                     },
                 );
@@ -107,6 +108,7 @@ impl Sim {
                         to,
                         replaces,
                         sent: now,
+                        connected: now + setup,
                     },
                 );
             }
@@ -208,6 +210,29 @@ impl Sim {
         Some(ends.max(self.now))
     }
 
+    /// When a request from `p` to `to` that found `to` down fails for `p`: see
+    /// [`request_fails_at`].
+    pub(super) fn failed_request_at(&self, p: Peer, to: Peer, sent: u64, connected: u64) -> u64 {
+        let tu = to as usize;
+        if self.down_at[tu] == NEVER {
+            // Not down, only not started: no connection to lose.
+            return (sent + self.cfg.connect_timeout.as_micros() as u64).max(self.now);
+        }
+        let ends_after = if self.crashed[tu] {
+            self.cfg.idle_timeout.as_micros() as u64
+        } else {
+            self.owd(to, p)
+        };
+        let fails = request_fails_at(
+            sent,
+            connected,
+            self.down_at[tu],
+            ends_after,
+            self.cfg.connect_timeout.as_micros() as u64,
+        );
+        fails.max(self.now)
+    }
+
     /// Time to get a connection from `p` to `to`: none if a probe left one open, else a
     /// handshake (one RTT).
     pub(super) fn connect(&mut self, p: Peer, to: Peer, rtt: u64) -> u64 {
@@ -241,5 +266,49 @@ impl Sim {
         };
         let t = self.now + self.owd(from, to);
         self.q.push(t, Event::Goodbye { from, to, handover });
+    }
+}
+
+/// When a request sent at `sent` over a connection up from `connected` fails, its target
+/// having gone down at `down`: if the connection was up by then, when it ends
+/// (`ends_after` the target went down: the idle timeout after a crash, the going-away
+/// close one way after a leave), as the node's probe or attach fails with its connection;
+/// else (the handshake never finished) after the connect timeout.
+pub(super) fn request_fails_at(
+    sent: u64,
+    connected: u64,
+    down: u64,
+    ends_after: u64,
+    connect_timeout: u64,
+) -> u64 {
+    if down >= connected {
+        down.saturating_add(ends_after)
+    } else {
+        sent.saturating_add(connect_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_fails_at;
+
+    #[test]
+    fn a_request_fails_with_its_connection_or_at_the_connect_timeout() {
+        let (idle, connect) = (300_000, 5_000_000);
+        // Sent at 1 s on a connection a probe left open; the target crashed at 1.02 s.
+        assert_eq!(
+            request_fails_at(1_000_000, 1_000_000, 1_020_000, idle, connect),
+            1_320_000
+        );
+        // Handshake done at 1.1 s, the target crashed at 1.15 s.
+        assert_eq!(
+            request_fails_at(1_000_000, 1_100_000, 1_150_000, idle, connect),
+            1_450_000
+        );
+        // The target was gone before the handshake finished.
+        assert_eq!(
+            request_fails_at(1_000_000, 1_100_000, 1_050_000, idle, connect),
+            6_000_000
+        );
     }
 }

@@ -35,15 +35,16 @@ impl Sim {
                 from,
                 to,
                 sent,
+                connected,
                 rtt_us,
             } => {
                 let Some(o) = self.overlays[to as usize]
                     .as_ref()
                     .filter(|_| self.alive[to as usize])
                 else {
-                    let t = sent + self.cfg.connect_timeout.as_micros() as u64;
+                    let t = self.failed_request_at(from, to, sent, connected);
                     self.q.push(
-                        t.max(now),
+                        t,
                         Event::ProbeReply {
                             from,
                             to,
@@ -75,7 +76,6 @@ impl Sim {
                     movable,
                     candidates,
                 };
-                let _ = sent;
                 self.q.push(
                     now + rtt_us / 2,
                     Event::ProbeReply {
@@ -106,11 +106,12 @@ impl Sim {
                 to,
                 replaces,
                 sent,
+                connected,
             } => {
                 if !self.alive[to as usize] || self.overlays[to as usize].is_none() {
-                    let t = sent + self.cfg.connect_timeout.as_micros() as u64;
+                    let t = self.failed_request_at(from, to, sent, connected);
                     self.q.push(
-                        t.max(now),
+                        t,
                         Event::AttachReply {
                             from,
                             to,
