@@ -546,3 +546,51 @@ fn an_orphan_follows_the_rooms_a_backup_names_at_once() {
     let acts = timers_until_attach(&mut x, acts, t3, round, "waited for the dead backups");
     assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
 }
+
+/// Two full nodes whose news of each other is stale each refuse the orphan and name the
+/// other as a room: the orphan measures the rooms instead of going back to the one that
+/// just refused it. (In the simulator's churn-100k run one orphan bounced between two such
+/// nodes for 8.7 s.)
+#[test]
+fn an_orphan_does_not_bounce_between_two_full_nodes_naming_each_other() {
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
+    let t1 = t0 + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    drain(&mut x);
+    // The grandparent answers, full, naming 7; 7 answers with room.
+    let t2 = t1 + 30 * MS;
+    let named = vec![cand(7, 2, 1)];
+    x.handle_probe_result(t2, &addr(1), Some((20 * MS, probe_info(0, 0, 2, named))));
+    drain(&mut x);
+    let t3 = t2 + 40 * MS;
+    x.handle_probe_result(t3, &addr(7), Some((18 * MS, probe_info(2, 1, 2, vec![]))));
+    let round = |d: Instant| d < t1 + 350 * MS;
+    let acts = drain(&mut x);
+    let acts = timers_until_attach(&mut x, acts, t3, round, "waited for the dead backups");
+    assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
+    // 7 filled up meanwhile and names 8 (stale: 8 is full too): followed at once.
+    let full = |rooms: &[u8]| Refused {
+        why: Refusal::Full,
+        redirect: rooms.iter().map(|r| cand(*r, 2, 2)).collect(),
+    };
+    let t4 = t3 + 20 * MS;
+    x.handle_attach_result(t4, &addr(7), Err(Some(full(&[8]))));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(8), None)), "{acts:?}");
+    // 8 refuses, naming 7 and 11: both are measured, 7 is not attached to again.
+    let t5 = t4 + 20 * MS;
+    x.handle_attach_result(t5, &addr(8), Err(Some(full(&[7, 11]))));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), None, "followed a stale room: {acts:?}");
+    let mut measured = probes(&acts);
+    measured.sort_by_key(|a| a.id);
+    assert_eq!(measured, vec![addr(7), addr(11)]);
+    // 7 answers full, 11 with room: 11 it is.
+    let t6 = t5 + 30 * MS;
+    x.handle_probe_result(t6, &addr(7), Some((18 * MS, probe_info(2, 0, 2, vec![]))));
+    x.handle_probe_result(t6, &addr(11), Some((25 * MS, probe_info(3, 1, 2, vec![]))));
+    let acts = drain(&mut x);
+    let moment = |d: Instant| d <= t5 + OverlayConfig::default().repair_probe_timeout;
+    let acts = timers_until_attach(&mut x, acts, t6, moment, "waited past the round");
+    assert_eq!(attach(&acts), Some((addr(11), None)), "{acts:?}");
+}

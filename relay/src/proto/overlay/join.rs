@@ -7,6 +7,9 @@ use crate::proto::addr::PeerAddr;
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::TreeInfo;
 
+/// Refusers remembered in one search (each cost an attach round trip).
+const MAX_REFUSERS: usize = 32;
+
 impl Overlay {
     pub(super) fn seek(&mut self, now: Instant) {
         if self.config.pinned
@@ -263,6 +266,31 @@ impl Overlay {
         }
     }
 
+    /// Repairing, refused for lack of room by a node that names among its rooms one that
+    /// has refused us too a moment ago: their news of each other is stale. Following it
+    /// kept one orphan of the simulator's churn-100k bouncing between two full nodes,
+    /// each naming the other, for 8.7 s. Measures the rooms instead (a probe tells what
+    /// a node has free now) and chooses among those that answer, as after the standby's
+    /// refusal. Returns whether it took over.
+    pub(super) fn measure_rooms_after_bounce(&mut self, now: Instant, r: &Refused) -> bool {
+        if r.why != Refusal::Full || !matches!(self.seeking, Seeking::Repair(_)) {
+            return false;
+        }
+        let rooms = self.rooms_to_measure(now, r);
+        if !rooms.iter().any(|a| self.refused_full_lately(now, &a.id)) {
+            return false;
+        }
+        for a in &rooms {
+            // Measured before in this search or not, what it has free now is the point.
+            self.probed_this_join.remove(&a.id);
+        }
+        self.fresh_after = Some(now);
+        let sent = self.send_probes(rooms);
+        let round = self.config.probe_rounds.saturating_sub(1);
+        self.await_probes(now, round, sent, now + self.config.repair_probe_timeout);
+        true
+    }
+
     /// Which of a refuser's redirects to try before the rest of the queue: repairing
     /// (past the standby), every moment counts, and all its parents with room (near it,
     /// fresher than what we probed) go first; not from a refuser cut off from the origin
@@ -273,6 +301,24 @@ impl Overlay {
             return Vec::new();
         }
         self.rooms_named(now, r).collect()
+    }
+
+    /// `id` refused us for lack of room: remembered (bounded) until we attach.
+    pub(super) fn note_refused_full(&mut self, now: Instant, id: NodeId) {
+        let avoid_for = self.config.avoid_for;
+        self.refused_full
+            .retain(|(n, at)| *n != id && now.saturating_duration_since(*at) < avoid_for);
+        if self.refused_full.len() >= MAX_REFUSERS {
+            self.refused_full.remove(0);
+        }
+        self.refused_full.push((id, now));
+    }
+
+    /// Whether `id` refused us for lack of room in this search, within `avoid_for`.
+    pub(super) fn refused_full_lately(&self, now: Instant, id: &NodeId) -> bool {
+        self.refused_full
+            .iter()
+            .any(|(n, at)| n == id && now.saturating_duration_since(*at) < self.config.avoid_for)
     }
 
     pub(super) fn exclude_list(&self) -> Vec<NodeId> {
@@ -400,6 +446,7 @@ impl Overlay {
         self.repair_probe_due = false;
         self.standby_attempt = None;
         self.repair_pending.clear();
+        self.refused_full.clear();
         if old != Some(new_id) {
             self.standby_rooms.clear();
         }

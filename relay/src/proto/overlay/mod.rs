@@ -132,6 +132,10 @@ pub struct Overlay {
     known: KnownSet,
     bootstrap: Vec<PeerAddr>,
     probed_this_join: IdSet,
+    /// Those that refused us for lack of room since we last attached, and when: a
+    /// refusal naming one of them is measured, not followed (see
+    /// `measure_rooms_after_bounce`).
+    refused_full: Vec<(NodeId, Instant)>,
     improving: Option<(Vec<NodeId>, Instant)>,
     /// While repairing, or choosing among the rooms a refuser named: only parents
     /// measured since then are chosen.
@@ -176,6 +180,7 @@ impl Overlay {
             children: BTreeMap::new(),
             bootstrap: Vec::new(),
             probed_this_join: IdSet::default(),
+            refused_full: Vec::new(),
             improving: None,
             fresh_after: None,
             repair_backups: Vec::new(),
@@ -419,6 +424,9 @@ impl Overlay {
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
                 let mut queue = queue;
                 if let Some(r) = refusal {
+                    if r.why == Refusal::Full {
+                        self.note_refused_full(now, addr.id);
+                    }
                     let rtt = self.known.get(&addr.id).and_then(|k| k.rtt);
                     for c in &r.redirect {
                         match rtt {
@@ -431,7 +439,7 @@ impl Overlay {
                     {
                         return;
                     }
-                    if self.standby_refused(now, &r) {
+                    if self.standby_refused(now, &r) || self.measure_rooms_after_bounce(now, &r) {
                         return;
                     }
                     let first = self.redirect_first(now, &r);
