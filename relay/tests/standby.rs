@@ -526,6 +526,12 @@ fn a_node_measured_lately_above_us_is_a_standby() {
 /// parent have failed to answer.
 #[test]
 fn an_orphan_follows_the_rooms_a_backup_names_at_once() {
+    follow_the_grandparents_room();
+}
+
+/// An orphan whose grandparent (full) names the room 7: it probes 7 as soon as that
+/// answer comes and attaches to it. Returns the orphan and the instant of the attach.
+fn follow_the_grandparents_room() -> (Overlay, Instant) {
     let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
     let t1 = t0 + Duration::from_secs(1);
     x.handle_parent_lost(t1, &addr(2).id);
@@ -545,6 +551,7 @@ fn an_orphan_follows_the_rooms_a_backup_names_at_once() {
     let acts = drain(&mut x);
     let acts = timers_until_attach(&mut x, acts, t3, round, "waited for the dead backups");
     assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
+    (x, t3)
 }
 
 /// Two full nodes whose news of each other is stale each refuse the orphan and name the
@@ -553,21 +560,7 @@ fn an_orphan_follows_the_rooms_a_backup_names_at_once() {
 /// nodes for 8.7 s.)
 #[test]
 fn an_orphan_does_not_bounce_between_two_full_nodes_naming_each_other() {
-    let (mut x, t0) = settled_under(10 * MS, vec![cand(1, 0, 0), cand(3, 1, 0), cand(4, 1, 0)]);
-    let t1 = t0 + Duration::from_secs(1);
-    x.handle_parent_lost(t1, &addr(2).id);
-    drain(&mut x);
-    // The grandparent answers, full, naming 7; 7 answers with room.
-    let t2 = t1 + 30 * MS;
-    let named = vec![cand(7, 2, 1)];
-    x.handle_probe_result(t2, &addr(1), Some((20 * MS, probe_info(0, 0, 2, named))));
-    drain(&mut x);
-    let t3 = t2 + 40 * MS;
-    x.handle_probe_result(t3, &addr(7), Some((18 * MS, probe_info(2, 1, 2, vec![]))));
-    let round = |d: Instant| d < t1 + 350 * MS;
-    let acts = drain(&mut x);
-    let acts = timers_until_attach(&mut x, acts, t3, round, "waited for the dead backups");
-    assert_eq!(attach(&acts), Some((addr(7), None)), "{acts:?}");
+    let (mut x, t3) = follow_the_grandparents_room();
     // 7 filled up meanwhile and names 8 (stale: 8 is full too): followed at once.
     let full = |rooms: &[u8]| Refused {
         why: Refusal::Full,
