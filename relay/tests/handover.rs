@@ -121,13 +121,7 @@ fn a_leaving_node_offers_no_room() {
     let o = net.add(4, (0.0, 0.0));
     let a = net.add(3, (30.0, 0.0));
     net.join(a, o);
-    let kids: Vec<_> = (0..2)
-        .map(|i| {
-            let k = net.add(0, (30.0, 1.0 + f64::from(i)));
-            net.join(k, a);
-            k
-        })
-        .collect();
+    let kids = net.join_beside(a, 2, 0);
     let asker = net.add(2, (50.0, 0.0));
     let now = net.now;
     assert_eq!(net.node(a).probe_reply(now, &asker).2, 1);

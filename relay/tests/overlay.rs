@@ -168,13 +168,7 @@ fn orphans_reattach_to_their_grandparent_first() {
     let o = net.add(3, (0.0, 0.0));
     let a = net.add(2, (30.0, 0.0));
     net.join(a, o);
-    let kids: Vec<NodeId> = (0..2)
-        .map(|i| {
-            let k = net.add(2, (30.0, 1.0 + f64::from(i)));
-            net.join(k, a);
-            k
-        })
-        .collect();
+    let kids = net.join_beside(a, 2, 2);
     for k in &kids {
         assert_eq!(net.nodes[k].parent().map(|p| p.id), Some(a));
     }
@@ -214,13 +208,7 @@ fn graceful_leave_hands_children_over() {
     let o = net.add(4, (0.0, 0.0));
     let a = net.add(2, (30.0, 0.0));
     net.join(a, o);
-    let kids: Vec<NodeId> = (0..2)
-        .map(|i| {
-            let k = net.add(2, (30.0, 1.0 + f64::from(i)));
-            net.join(k, a);
-            k
-        })
-        .collect();
+    let kids = net.join_beside(a, 2, 2);
     let now = net.now;
     net.node(a).handle_leave(now);
     net.run();

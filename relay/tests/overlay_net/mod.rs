@@ -83,6 +83,19 @@ impl Net {
         self.run();
     }
 
+    /// `n` nodes of `capacity` that join through `parent`, placed one after another just
+    /// beside it (1, 2, ... units away), so that each takes a slot there while it has one.
+    pub fn join_beside(&mut self, parent: NodeId, n: u32, capacity: u32) -> Vec<NodeId> {
+        let (x, y) = self.pos[&parent];
+        (0..n)
+            .map(|i| {
+                let k = self.add(capacity, (x, y + 1.0 + f64::from(i)));
+                self.join(k, parent);
+                k
+            })
+            .collect()
+    }
+
     pub fn node(&mut self, id: NodeId) -> &mut Overlay {
         self.nodes.get_mut(&id).expect("node")
     }

@@ -285,9 +285,8 @@ impl Overlay {
             self.probed_this_join.remove(&a.id);
         }
         self.fresh_after = Some(now);
-        let sent = self.send_probes(rooms);
         let round = self.config.probe_rounds.saturating_sub(1);
-        self.await_probes(now, round, sent, now + self.config.repair_probe_timeout);
+        self.probe_until(now, round, rooms, now + self.config.repair_probe_timeout);
         true
     }
 

@@ -193,44 +193,33 @@ impl Sim {
     }
 
     /// When a connection a probe left open (`setup` 0: it was reused) from `p` to `to`
-    /// ends, if `to` is gone: after the idle timeout if it crashed, as the node notices;
-    /// as soon as its close arrives if it left in order (a node closes every connection
-    /// saying it is going away, and the node reports that of a probe's connection too).
+    /// ends, if `to` is gone: see [`Sim::conn_ends_after`].
     fn kept_conn_ends(&self, setup: u64, p: Peer, to: Peer) -> Option<u64> {
-        let tu = to as usize;
-        if setup != 0 || self.alive[tu] {
+        if setup != 0 || self.alive[to as usize] {
             return None;
         }
-        let down = self.down_at[tu];
-        let ends = if self.crashed[tu] {
-            down + self.cfg.idle_timeout.as_micros() as u64
-        } else {
-            down + self.owd(to, p)
-        };
-        Some(ends.max(self.now))
+        Some((self.down_at[to as usize] + self.conn_ends_after(p, to)).max(self.now))
     }
 
-    /// When a request from `p` to `to` that found `to` down fails for `p`: see
-    /// [`request_fails_at`].
-    pub(super) fn failed_request_at(&self, p: Peer, to: Peer, sent: u64, connected: u64) -> u64 {
-        let tu = to as usize;
-        if self.down_at[tu] == NEVER {
-            // Not down, only not started: no connection to lose.
-            return (sent + self.cfg.connect_timeout.as_micros() as u64).max(self.now);
-        }
-        let ends_after = if self.crashed[tu] {
+    /// How long after `to` went down `p`'s connection to it ends: the idle timeout if it
+    /// crashed, as the node notices; one way if it left in order (a node closes every
+    /// connection saying it is going away, and the node reports that of a probe's
+    /// connection too).
+    fn conn_ends_after(&self, p: Peer, to: Peer) -> u64 {
+        if self.crashed[to as usize] {
             self.cfg.idle_timeout.as_micros() as u64
         } else {
             self.owd(to, p)
-        };
-        let fails = request_fails_at(
-            sent,
-            connected,
-            self.down_at[tu],
-            ends_after,
-            self.cfg.connect_timeout.as_micros() as u64,
-        );
-        fails.max(self.now)
+        }
+    }
+
+    /// When a request from `p` to `to` that found `to` down (or not started) fails for
+    /// `p`: see [`request_fails_at`].
+    pub(super) fn failed_request_at(&self, p: Peer, to: Peer, sent: u64, connected: u64) -> u64 {
+        let down = self.down_at[to as usize];
+        let went_down = (down != NEVER).then(|| (down, self.conn_ends_after(p, to)));
+        let connect_timeout = self.cfg.connect_timeout.as_micros() as u64;
+        request_fails_at(sent, connected, went_down, connect_timeout).max(self.now)
     }
 
     /// Time to get a connection from `p` to `to`: none if a probe left one open, else a
@@ -270,21 +259,20 @@ impl Sim {
 }
 
 /// When a request sent at `sent` over a connection up from `connected` fails, its target
-/// having gone down at `down`: if the connection was up by then, when it ends
-/// (`ends_after` the target went down: the idle timeout after a crash, the going-away
-/// close one way after a leave), as the node's probe or attach fails with its connection;
-/// else (the handshake never finished) after the connect timeout.
+/// having gone down at `down` (with the connection ending `ends_after` that: the idle
+/// timeout after a crash, the going-away close one way after a leave): if the connection
+/// was up by then, when it ends, as the node's probe or attach fails with its connection;
+/// else (the handshake never finished, or the target never started) after the connect
+/// timeout.
 pub(super) fn request_fails_at(
     sent: u64,
     connected: u64,
-    down: u64,
-    ends_after: u64,
+    went_down: Option<(u64, u64)>,
     connect_timeout: u64,
 ) -> u64 {
-    if down >= connected {
-        down.saturating_add(ends_after)
-    } else {
-        sent.saturating_add(connect_timeout)
+    match went_down {
+        Some((down, ends_after)) if down >= connected => down.saturating_add(ends_after),
+        _ => sent.saturating_add(connect_timeout),
     }
 }
 
@@ -295,19 +283,25 @@ mod tests {
     #[test]
     fn a_request_fails_with_its_connection_or_at_the_connect_timeout() {
         let (idle, connect) = (300_000, 5_000_000);
+        let crashed_at = |t: u64| Some((t, idle));
         // Sent at 1 s on a connection a probe left open; the target crashed at 1.02 s.
         assert_eq!(
-            request_fails_at(1_000_000, 1_000_000, 1_020_000, idle, connect),
+            request_fails_at(1_000_000, 1_000_000, crashed_at(1_020_000), connect),
             1_320_000
         );
         // Handshake done at 1.1 s, the target crashed at 1.15 s.
         assert_eq!(
-            request_fails_at(1_000_000, 1_100_000, 1_150_000, idle, connect),
+            request_fails_at(1_000_000, 1_100_000, crashed_at(1_150_000), connect),
             1_450_000
         );
         // The target was gone before the handshake finished.
         assert_eq!(
-            request_fails_at(1_000_000, 1_100_000, 1_050_000, idle, connect),
+            request_fails_at(1_000_000, 1_100_000, crashed_at(1_050_000), connect),
+            6_000_000
+        );
+        // The target never started.
+        assert_eq!(
+            request_fails_at(1_000_000, 1_100_000, None, connect),
             6_000_000
         );
     }
