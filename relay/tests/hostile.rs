@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use common::*;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicServerConfig;
 use treecast_relay::node::{Identity, Node, PeerAddr, tls};
 use treecast_relay::proto::control::ControlMessage;
 use treecast_relay::proto::group::{GroupHeader, encode_frame_header};
@@ -15,19 +15,6 @@ use treecast_relay::proto::media::SignedCatalog;
 use treecast_relay::proto::synthetic::SyntheticSpec;
 use treecast_relay::proto::tree_msg::TreeInfo;
 use treecast_relay::proto::{ALPN, ErrorCode, varint};
-
-async fn raw_connect(
-    to: &PeerAddr,
-    alpn: &[u8],
-) -> Result<quinn::Connection, quinn::ConnectionError> {
-    let me = Identity::generate().unwrap();
-    let tls = tls::client_config(&me, to.id, alpn).unwrap();
-    let cfg = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.connect_with(cfg, to.host.parse().unwrap(), tls::SERVER_NAME)
-        .unwrap()
-        .await
-}
 
 fn close_code(e: &quinn::ConnectionError) -> Option<ErrorCode> {
     match e {

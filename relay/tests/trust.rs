@@ -12,6 +12,7 @@ use common::*;
 use treecast_relay::node::publisher_key::PublisherKeyFile;
 use treecast_relay::node::{Node, NodeConfig, NodeEvent, PeerAddr, Tamper, TrustConfig};
 use treecast_relay::proto::ErrorCode;
+use treecast_relay::proto::control::ControlMessage;
 use treecast_relay::proto::media::Frame;
 use treecast_relay::proto::synthetic::SyntheticSpec;
 use treecast_relay::proto::trust::{Credential, JoinToken, StreamName, TokenClaims};
@@ -293,6 +294,57 @@ async fn a_private_stream_needs_a_valid_token() {
     }
     o.stop.store(true, Ordering::Relaxed);
     for n in [viewer, relay, o.node] {
+        n.stop_now().await;
+    }
+}
+
+/// Joining by probing (no parent given): a node answers a new connection's probe with
+/// its handshake, before it knows who asks, so on a private stream that answer says a
+/// token is needed; a token holder then asks with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_stream_answers_probes_only_with_a_token() {
+    init_tracing();
+    let o = SignedOrigin::start(4, true, false).await;
+    let conn = raw_connect(&o.node.addr(), treecast_relay::proto::ALPN)
+        .await
+        .expect("handshake");
+    let (_send, mut recv) = conn.accept_bi().await.expect("the node's stream");
+    match read_control(&mut recv).await {
+        ControlMessage::Refuse {
+            code,
+            reason,
+            redirect,
+        } => {
+            assert_eq!(code, ErrorCode::Unauthorized.value());
+            assert!(reason.contains("token is required"), "{reason}");
+            assert!(
+                redirect.is_empty(),
+                "a prober without a token learns nothing"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    conn.close(0u32.into(), b"done");
+
+    let prober = |c: Option<Credential>| {
+        let mut cfg = config(None);
+        cfg.join = vec![o.node.addr()];
+        cfg.trust = TrustConfig {
+            credential: c,
+            ..pinned(&o.stream)
+        };
+        cfg
+    };
+    let e = Node::start(prober(None)).await.expect_err("refused");
+    assert!(e.to_string().contains("token is required"), "{e}");
+    let viewer = Node::start(prober(Some(o.token("bob", 3600, false))))
+        .await
+        .expect("a token holder finds its place");
+    for f in take(&viewer.subscribe_local(), 10).await {
+        assert!(o.authentic(&f));
+    }
+    o.stop.store(true, Ordering::Relaxed);
+    for n in [viewer, o.node] {
         n.stop_now().await;
     }
 }

@@ -47,12 +47,28 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
         };
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = match incoming.await {
+            let refused = |e: &quinn::ConnectionError| {
+                info!(%remote, "refused connection: {}", describe_connection_error(e));
+            };
+            let connecting = match incoming.accept() {
                 Ok(c) => c,
-                Err(e) => {
-                    info!(%remote, "refused connection: {}", describe_connection_error(&e));
-                    return;
+                Err(e) => return refused(&e),
+            };
+            // A server may always send before the handshake completes (0.5-RTT data):
+            // the probe answer goes out with our handshake flight.
+            let conn = match connecting.into_0rtt() {
+                Ok((conn, handshake_done)) => {
+                    super::probe::answer_unasked(&shared, &conn);
+                    handshake_done.await;
+                    if let Some(e) = conn.close_reason() {
+                        return refused(&e);
+                    }
+                    conn
                 }
+                Err(connecting) => match connecting.await {
+                    Ok(c) => c,
+                    Err(e) => return refused(&e),
+                },
             };
             if let Err(e) = serve(shared.clone(), conn).await {
                 match &e {
@@ -172,7 +188,7 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                 }
                 let (reply, movable) = {
                     let o = lock(&shared.overlay);
-                    (o.probe_reply(Instant::now(), &peer), o.movable())
+                    (o.probe_reply(Instant::now(), peer.as_bytes()), o.movable())
                 };
                 let (rooted, depth, free, capacity, candidates) = reply;
                 let reply = ControlMessage::ProbeReply {

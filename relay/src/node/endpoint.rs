@@ -2,7 +2,8 @@
 //!
 //! Incoming connections are children: they may open one bidirectional control stream and
 //! no unidirectional stream (media only flows down). Outgoing connections go to a parent,
-//! which opens one unidirectional stream per group.
+//! which opens one bidirectional stream with its handshake (its probe answer, see
+//! [`probe`](super::probe)) and one unidirectional stream per group.
 
 use std::sync::Arc;
 
@@ -38,7 +39,8 @@ fn child_facing_transport(cfg: &NodeConfig) -> TransportConfig {
 
 fn parent_facing_transport(cfg: &NodeConfig) -> TransportConfig {
     let mut t = base_transport(cfg);
-    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    // The one stream the peer opens with its handshake, carrying its probe answer.
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1));
     t.max_concurrent_uni_streams(VarInt::from_u32(MAX_GROUP_STREAMS));
     // Bound what the parent can push ahead of what we have read: a node that reads
     // slowly then pushes back on its parent, whose per-child queue drops stale groups.

@@ -226,6 +226,12 @@ impl Node {
         ocfg.capacity = config.max_children as u32;
         ocfg.origin = origin;
         ocfg.pinned = config.parent.is_some();
+        // With a join token we ask with it after the handshake (see `probe::probe`).
+        ocfg.probe_round_trips = if config.trust.credential.is_some() {
+            2
+        } else {
+            1
+        };
         let overlay = Overlay::new(config.identity.id(), ocfg, config.seed);
         let shared = Arc::new(Shared {
             hub: Mutex::new(Hub::new(config.cache_groups)),

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// The ALPN protocol identifier, carrying the protocol version.
-pub const ALPN: &[u8] = b"treecast/1";
+pub const ALPN: &[u8] = b"treecast/2";
 
 /// Application error codes (QUIC `APPLICATION_CLOSE` / `RESET_STREAM` codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -54,8 +54,14 @@ impl IdHasher {
 /// nodes that see the same equally good candidates each rank them differently, and so
 /// spread over them instead of all racing for the first.
 pub fn pair_order(viewer: &NodeId, other: &NodeId) -> u64 {
+    pair_order_by(viewer.as_bytes(), other)
+}
+
+/// [`pair_order`] for a viewer known only by some bytes of its own (a prober answered
+/// before its handshake has told who it is is known by its address).
+pub fn pair_order_by(viewer: &[u8], other: &NodeId) -> u64 {
     let mut h = IdHasher::default();
-    h.write(viewer.as_bytes());
+    h.write(viewer);
     h.write(other.as_bytes());
     h.finish()
 }

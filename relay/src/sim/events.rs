@@ -17,7 +17,9 @@ pub enum Event {
     Join(Peer),
     /// A peer's overlay timer may be due.
     Timer(Peer),
-    /// A probe request reaches its target.
+    /// A probe reaches its target: the prober's request on a connection a probe left
+    /// open, or the first packet of a new connection's handshake, which the target
+    /// answers unasked.
     ProbeRequest {
         /// Prober.
         from: Peer,

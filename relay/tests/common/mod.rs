@@ -41,6 +41,38 @@ pub async fn relay(parent: &Node) -> Node {
         .expect("relay starts")
 }
 
+/// A bare QUIC connection to `to` with a fresh identity, as a peer that does not run
+/// treecast's node would open.
+pub async fn raw_connect(
+    to: &PeerAddr,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    use quinn::crypto::rustls::QuicClientConfig;
+    let me = Identity::generate().expect("identity");
+    let tls = treecast_relay::node::tls::client_config(&me, to.id, alpn).expect("tls");
+    let quic = QuicClientConfig::try_from(tls).expect("quic tls");
+    let cfg = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.connect_with(
+        cfg,
+        to.host.parse().expect("host"),
+        treecast_relay::node::tls::SERVER_NAME,
+    )
+    .expect("connect")
+    .await
+}
+
+/// Reads one control message from `recv` (to its end).
+pub async fn read_control(
+    recv: &mut quinn::RecvStream,
+) -> treecast_relay::proto::control::ControlMessage {
+    use treecast_relay::proto::control::ControlDecoder;
+    let bytes = recv.read_to_end(64 * 1024).await.expect("a whole message");
+    let mut dec = ControlDecoder::new(&treecast_relay::proto::limits::Limits::default());
+    dec.push(&bytes);
+    dec.next_message().expect("decodes").expect("one message")
+}
+
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

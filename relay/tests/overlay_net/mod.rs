@@ -138,7 +138,7 @@ impl Net {
             Action::Probe(to) => {
                 let result = if self.alive.contains(&to.id) {
                     let (rooted, depth, free, capacity, candidates) =
-                        self.nodes[&to.id].probe_reply(now, &from);
+                        self.nodes[&to.id].probe_reply(now, from.as_bytes());
                     let movable = self.nodes[&to.id].movable();
                     Some((
                         self.rtt(from, to.id),

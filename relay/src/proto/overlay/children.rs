@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Child, Overlay, OverlayEvent, Phase, Refusal, Refused};
 use crate::proto::addr::PeerAddr;
-use crate::proto::id::{NodeId, pair_order};
+use crate::proto::id::{NodeId, pair_order_by};
 use crate::proto::tree_msg::{Candidate, TreeInfo};
 
 /// How recent what we know of another node must be for us to pass it on.
@@ -20,20 +20,17 @@ impl Overlay {
         self.children.values().filter(|c| c.capacity == 0).count() as u32
     }
 
-    /// The answer to `asker`'s probe.
+    /// The answer to a probe by `asker` (its id's bytes, or any bytes of its own, such as
+    /// its address, when the answer goes out before its handshake has told its id).
     ///
-    /// Equally good rooms are listed in an order of the asker's own (a hash of both ids):
+    /// Equally good rooms are listed in an order of the asker's own (a hash of both):
     /// joiners who all ask the same node then spread over its free slots instead of all
     /// racing for the first one (measured in the simulator: most attach attempts of a
     /// crowd were refusals before).
-    pub fn probe_reply(
-        &self,
-        now: Instant,
-        asker: &NodeId,
-    ) -> (bool, u32, u32, u32, Vec<Candidate>) {
+    pub fn probe_reply(&self, now: Instant, asker: &[u8]) -> (bool, u32, u32, u32, Vec<Candidate>) {
         let mut cands: Vec<Candidate> = Vec::new();
         let mut kids: Vec<(&NodeId, &Child)> = self.children.iter().collect();
-        kids.sort_by_cached_key(|(id, c)| (c.free == 0, pair_order(asker, id)));
+        kids.sort_by_cached_key(|(id, c)| (c.free == 0, pair_order_by(asker, id)));
         let child_depth = self.depth().map_or(u32::MAX, |d| d + 1);
         for (_, c) in &kids {
             if c.free > 0 {
@@ -50,7 +47,7 @@ impl Overlay {
             .filter(|(_, c)| c.free == 0)
             .flat_map(|(_, c)| c.rooms.iter())
             .collect();
-        rooms.sort_by_cached_key(|r| (r.depth, pair_order(asker, &r.addr.id)));
+        rooms.sort_by_cached_key(|r| (r.depth, pair_order_by(asker, &r.addr.id)));
         cands.extend(rooms.into_iter().cloned());
         // And the full children themselves: probing one lists its own children.
         for (_, c) in &kids {

@@ -83,11 +83,12 @@ impl Overlay {
 
     /// From when the probes of this round still out can no longer change the choice.
     ///
-    /// A probe on a new connection takes a handshake and a request, two round trips: one
-    /// unanswered after `elapsed` is to a node more than `elapsed / 2` away. Once that is
-    /// beyond the near-tie margin of the nearest parent with room in hand, none of them
-    /// could be chosen, and waiting for the far ones (a crowd spans continents) only
-    /// lets the near slots fill up.
+    /// A probe on a new connection takes `probe_round_trips` (the answer comes with the
+    /// handshake, or after it when the prober must present a token): one unanswered
+    /// after `elapsed` is to a node more than `elapsed / probe_round_trips` away. Once
+    /// that is beyond the near-tie margin of the nearest parent with room in hand, none
+    /// of them could be chosen, and waiting for the far ones (a crowd spans continents)
+    /// only lets the near slots fill up.
     pub(super) fn round_decided_at(&self, now: Instant) -> Option<Instant> {
         let Phase::Probing { started, .. } = &self.phase else {
             return None;
@@ -95,7 +96,7 @@ impl Overlay {
         let exclude = self.exclude_list();
         let nearest = self.known.nearest_rtt(now, &exclude, self.fresh_after)?;
         let limit = nearest.mul_f64(1.0 + self.config.near_tie) + self.config.near_tie_abs;
-        Some(*started + limit * 2)
+        Some(*started + limit * self.config.probe_round_trips.max(1))
     }
 
     /// The parent to choose now (see [`KnownSet::best`](super::known::KnownSet::best)):

@@ -13,7 +13,8 @@
 //!   parent is chosen for being near, so the rooms a near node names tend to be near
 //!   too), shallower first. Then attach to the nearest with room, preferring a shallower
 //!   one among near-ties. A round ends as soon as the probes still out can no longer win
-//!   (unanswered after twice the near-tie margin of the nearest with room).
+//!   (unanswered after `probe_round_trips` times the near-tie margin of the nearest
+//!   with room: the node driver answers a probe with its handshake, one round trip).
 //!   A full or unsuitable parent refuses with a redirect; a joiner refused for lack of
 //!   room measures the rooms the refuser names (fresh from its children's reports) and
 //!   chooses among them, or else among the parents it measured before.

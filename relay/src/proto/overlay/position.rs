@@ -132,7 +132,7 @@ impl Overlay {
     }
 
     pub(super) fn redirect_list(&self, now: Instant, asker: &NodeId) -> Vec<Candidate> {
-        let (_, _, _, _, mut cands) = self.probe_reply(now, asker);
+        let (_, _, _, _, mut cands) = self.probe_reply(now, asker.as_bytes());
         cands.retain(|c| c.addr.id != *asker);
         cands
     }

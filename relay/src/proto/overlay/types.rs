@@ -22,6 +22,10 @@ pub struct OverlayConfig {
     pub probe_rounds: usize,
     /// How long to wait for a probe round.
     pub probe_timeout: Duration,
+    /// Round trips a probe takes on a new connection: 1 when the answer comes with the
+    /// handshake (the node sends it unasked to every new connection), 2 when the prober
+    /// must first present a join token (a private stream).
+    pub probe_round_trips: u32,
     /// How long a repair waits for its (parallel) probes of backup parents.
     pub repair_probe_timeout: Duration,
     /// Once one live parent with room has answered a repair probe, how long to wait for
@@ -63,6 +67,7 @@ impl Default for OverlayConfig {
             probe_fanout: 8,
             probe_rounds: 4,
             probe_timeout: Duration::from_millis(1500),
+            probe_round_trips: 1,
             repair_probe_timeout: Duration::from_millis(350),
             repair_grace: Duration::from_millis(60),
             attach_timeout: Duration::from_millis(1500),

@@ -54,7 +54,7 @@ impl Sim {
                     return;
                 };
                 let (rooted, depth, free, capacity, candidates) =
-                    o.probe_reply(self.at(now), &node_id(from));
+                    o.probe_reply(self.at(now), node_id(from).as_bytes());
                 let movable = o.movable();
                 let msg = ControlMessage::ProbeReply {
                     rooted,
