@@ -186,19 +186,9 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                     refuse(&conn, &mut send, ErrorCode::Unauthorized, &e.to_string()).await;
                     return Ok(());
                 }
-                let (reply, movable) = {
-                    let o = lock(&shared.overlay);
-                    (o.probe_reply(Instant::now(), peer.as_bytes()), o.movable())
-                };
-                let (rooted, depth, free, capacity, candidates) = reply;
-                let reply = ControlMessage::ProbeReply {
-                    rooted,
-                    depth,
-                    free,
-                    capacity,
-                    movable,
-                    candidates,
-                };
+                let reply = lock(&shared.overlay)
+                    .probe_answer(Instant::now(), peer.as_bytes())
+                    .into_message();
                 let _ = send.write_all(&reply.to_bytes()).await;
                 let _ = send.finish();
             }

@@ -135,17 +135,9 @@ pub(crate) fn answer_unasked(shared: &Shared, conn: &quinn::Connection) {
         }
     } else {
         let asker = conn.remote_address().to_string();
-        let o = lock(&shared.overlay);
-        let (rooted, depth, free, capacity, candidates) =
-            o.probe_reply(Instant::now(), asker.as_bytes());
-        ControlMessage::ProbeReply {
-            rooted,
-            depth,
-            free,
-            capacity,
-            movable: o.movable(),
-            candidates,
-        }
+        lock(&shared.overlay)
+            .probe_answer(Instant::now(), asker.as_bytes())
+            .into_message()
     };
     let conn = conn.clone();
     tokio::spawn(async move {
@@ -238,29 +230,16 @@ async fn read_answer(
 ) -> Result<Answer, PeerError> {
     let mut dec = ControlDecoder::new(&shared.config.limits);
     match control_io::next_message(recv, &mut dec).await {
-        Ok(Some(ControlMessage::ProbeReply {
-            rooted,
-            depth,
-            free,
-            capacity,
-            movable,
-            candidates,
-        })) => Ok(Answer::Info(ProbeInfo {
-            rooted,
-            depth,
-            free,
-            capacity,
-            movable,
-            candidates,
-        })),
         Ok(Some(ControlMessage::Refuse { code, reason, .. })) => {
             Ok(Answer::Refused { code, reason })
         }
-        Ok(Some(other)) => Err(PeerError::Violation {
-            addr: peer.to_string(),
-            code: ErrorCode::ProtocolViolation,
-            reason: format!("answered a probe with {other:?}"),
-        }),
+        Ok(Some(m)) => ProbeInfo::from_message(m)
+            .map(Answer::Info)
+            .map_err(|other| PeerError::Violation {
+                addr: peer.to_string(),
+                code: ErrorCode::ProtocolViolation,
+                reason: format!("answered a probe with {other:?}"),
+            }),
         Ok(None) => Err(PeerError::Lost {
             addr: peer.to_string(),
             reason: "probe stream ended without an answer".into(),

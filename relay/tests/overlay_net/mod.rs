@@ -137,20 +137,8 @@ impl Net {
         match action {
             Action::Probe(to) => {
                 let result = if self.alive.contains(&to.id) {
-                    let (rooted, depth, free, capacity, candidates) =
-                        self.nodes[&to.id].probe_reply(now, from.as_bytes());
-                    let movable = self.nodes[&to.id].movable();
-                    Some((
-                        self.rtt(from, to.id),
-                        ProbeInfo {
-                            rooted,
-                            depth,
-                            free,
-                            capacity,
-                            movable,
-                            candidates,
-                        },
-                    ))
+                    let info = self.nodes[&to.id].probe_answer(now, from.as_bytes());
+                    Some((self.rtt(from, to.id), info))
                 } else {
                     None
                 };

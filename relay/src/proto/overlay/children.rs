@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Child, Overlay, OverlayEvent, Phase, Refusal, Refused};
+use super::{Action, Child, Overlay, OverlayEvent, Phase, ProbeInfo, Refusal, Refused};
 use crate::proto::addr::PeerAddr;
 use crate::proto::id::{NodeId, pair_order_by};
 use crate::proto::tree_msg::{Candidate, TreeInfo};
@@ -11,6 +11,20 @@ use crate::proto::tree_msg::{Candidate, TreeInfo};
 const SHARE_FRESH: Duration = Duration::from_secs(2);
 
 impl Overlay {
+    /// [`Overlay::probe_reply`] with the watch-only children a forwarder may displace:
+    /// what a probe is answered with.
+    pub fn probe_answer(&self, now: Instant, asker: &[u8]) -> ProbeInfo {
+        let (rooted, depth, free, capacity, candidates) = self.probe_reply(now, asker);
+        ProbeInfo {
+            rooted,
+            depth,
+            free,
+            capacity,
+            movable: self.movable(),
+            candidates,
+        }
+    }
+
     /// Watch-only children, which a forwarding joiner may displace (none while leaving:
     /// nobody may join).
     pub fn movable(&self) -> u32 {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::proto::addr::PeerAddr;
+use crate::proto::control::ControlMessage;
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::{Candidate, TreeInfo};
 
@@ -209,4 +210,40 @@ pub struct ProbeInfo {
     pub movable: u32,
     /// Candidates it knows.
     pub candidates: Vec<Candidate>,
+}
+
+impl ProbeInfo {
+    /// The `ProbeReply` that carries it.
+    pub fn into_message(self) -> ControlMessage {
+        ControlMessage::ProbeReply {
+            rooted: self.rooted,
+            depth: self.depth,
+            free: self.free,
+            capacity: self.capacity,
+            movable: self.movable,
+            candidates: self.candidates,
+        }
+    }
+
+    /// What a `ProbeReply` says; any other message is given back.
+    pub fn from_message(m: ControlMessage) -> Result<ProbeInfo, Box<ControlMessage>> {
+        match m {
+            ControlMessage::ProbeReply {
+                rooted,
+                depth,
+                free,
+                capacity,
+                movable,
+                candidates,
+            } => Ok(ProbeInfo {
+                rooted,
+                depth,
+                free,
+                capacity,
+                movable,
+                candidates,
+            }),
+            other => Err(Box::new(other)),
+        }
+    }
 }

@@ -53,28 +53,12 @@ impl Sim {
                     );
                     return;
                 };
-                let (rooted, depth, free, capacity, candidates) =
-                    o.probe_reply(self.at(now), node_id(from).as_bytes());
-                let movable = o.movable();
-                let msg = ControlMessage::ProbeReply {
-                    rooted,
-                    depth,
-                    free,
-                    capacity,
-                    movable,
-                    candidates,
-                };
+                let msg = o
+                    .probe_answer(self.at(now), node_id(from).as_bytes())
+                    .into_message();
                 self.count("probe reply", to, from, &msg);
-                let ControlMessage::ProbeReply { candidates, .. } = msg else {
+                let Ok(info) = ProbeInfo::from_message(msg) else {
                     return;
-                };
-                let info = ProbeInfo {
-                    rooted,
-                    depth,
-                    free,
-                    capacity,
-                    movable,
-                    candidates,
                 };
                 self.q.push(
                     now + rtt_us / 2,
