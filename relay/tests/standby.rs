@@ -279,6 +279,49 @@ fn an_orphan_refused_by_its_standby_takes_a_backup_that_answered_with_room() {
     assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
 }
 
+/// Repairing, the standby and then the best backup refuse as full, both naming a room
+/// the orphan probed in this repair without an answer (it crashed with the parent): the
+/// orphan takes the other backup that answered with room, not the silent room blind.
+/// (In the simulator's churn-10k, seed 75, one orphan attached blind to two such rooms
+/// in turn and waited out both attach deadlines: 3.8 s without a parent.)
+#[test]
+fn a_refused_orphan_takes_a_backup_that_answered_over_a_named_room_that_did_not() {
+    let (mut x, t0) = settled_under(
+        10 * MS,
+        vec![cand(1, 0, 0), cand(3, 1, 1), cand(4, 1, 1), cand(6, 1, 1)],
+    );
+    let due = x.poll_timeout().expect("a standby refresh");
+    x.handle_timeout(due.max(t0));
+    drain(&mut x);
+    for (b, ms) in [(3, 15), (4, 25), (6, 35)] {
+        x.handle_probe_result(due, &addr(b), Some((ms * MS, probe_info(1, 1, 2, vec![]))));
+    }
+    let t1 = due + Duration::from_secs(1);
+    x.handle_parent_lost(t1, &addr(2).id);
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
+    // Both other backups answer with room; the standby refuses, naming the room 5.
+    let t2 = t1 + 40 * MS;
+    x.handle_probe_result(t2, &addr(4), Some((25 * MS, probe_info(1, 1, 2, vec![]))));
+    x.handle_probe_result(t2, &addr(6), Some((35 * MS, probe_info(1, 1, 2, vec![]))));
+    let full = |room: u8| Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(room, 2, 1)],
+    };
+    let t3 = t2 + 5 * MS;
+    x.handle_attach_result(t3, &addr(3), Err(Some(full(5))));
+    let acts = drain(&mut x);
+    assert!(probes(&acts).contains(&addr(5)), "{acts:?}");
+    let moment = |d: Instant| d <= t3 + OverlayConfig::default().repair_grace;
+    let acts = timers_until_attach(&mut x, acts, t3, moment, "waited more than a moment");
+    assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
+    // 5 never answers. 4 filled up meanwhile and names 5 as well: 6 it is, at once.
+    let t4 = t3 + 30 * MS;
+    x.handle_attach_result(t4, &addr(4), Err(Some(full(5))));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(6), None)), "{acts:?}");
+}
+
 /// The heir measures its grandparent at every standby refresh, however far it is and
 /// however many nearer backups have room: its claim on the dead parent's slot then goes
 /// over a warm connection. (Measured only when among the nearest, a far grandparent's
