@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use treecast_relay::proto::ALPN;
 use treecast_relay::proto::control::ControlMessage;
+use treecast_relay::proto::tree_msg::ProbeInfo;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_connection_brings_the_probe_answer_unasked() {
@@ -18,14 +19,14 @@ async fn a_new_connection_brings_the_probe_answer_unasked() {
     // Nothing sent: the answer is on the stream the node opened with its handshake.
     let (_send, mut recv) = conn.accept_bi().await.expect("the node's stream");
     let answer = read_control(&mut recv).await;
-    let ControlMessage::ProbeReply {
+    let ControlMessage::ProbeReply(ProbeInfo {
         rooted,
         depth,
         free,
         capacity,
         candidates,
         ..
-    } = answer
+    }) = answer
     else {
         panic!("expected a probe answer, got {answer:?}");
     };
@@ -46,11 +47,11 @@ async fn a_new_connection_brings_the_probe_answer_unasked() {
     assert!(
         matches!(
             again,
-            ControlMessage::ProbeReply {
+            ControlMessage::ProbeReply(ProbeInfo {
                 rooted: true,
                 depth: 0,
                 ..
-            }
+            })
         ),
         "{again:?}"
     );

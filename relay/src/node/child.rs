@@ -186,9 +186,9 @@ async fn serve(shared: Arc<Shared>, conn: quinn::Connection) -> Result<(), PeerE
                     refuse(&conn, &mut send, ErrorCode::Unauthorized, &e.to_string()).await;
                     return Ok(());
                 }
-                let reply = lock(&shared.overlay)
-                    .probe_answer(Instant::now(), peer.as_bytes())
-                    .into_message();
+                let reply = ControlMessage::ProbeReply(
+                    lock(&shared.overlay).probe_answer(Instant::now(), peer.as_bytes()),
+                );
                 let _ = send.write_all(&reply.to_bytes()).await;
                 let _ = send.finish();
             }
@@ -512,7 +512,7 @@ fn message_name(m: &ControlMessage) -> &'static str {
         ControlMessage::Refuse { .. } => "refuse",
         ControlMessage::Goodbye { .. } => "goodbye",
         ControlMessage::Probe { .. } => "probe",
-        ControlMessage::ProbeReply { .. } => "probe reply",
+        ControlMessage::ProbeReply(_) => "probe reply",
         ControlMessage::Tree(_) => "tree",
         ControlMessage::Status { .. } => "status",
         ControlMessage::Leaving => "leaving",

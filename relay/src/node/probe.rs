@@ -101,16 +101,17 @@ pub(crate) async fn connect(
     }
 }
 
-/// A connection to `peer`: a cached probe connection if there is one, else a new one.
+/// A connection to `peer`: a cached probe connection if there is one, else a new one;
+/// and whether it is new (then the peer's unasked probe answer waits on it).
 pub(crate) async fn connection(
     shared: &Shared,
     endpoint: &quinn::Endpoint,
     peer: &PeerAddr,
-) -> Result<quinn::Connection, PeerError> {
+) -> Result<(quinn::Connection, bool), PeerError> {
     if let Some(c) = shared.conns.take(&peer.id) {
-        return Ok(c);
+        return Ok((c, false));
     }
-    connect(shared, endpoint, peer).await
+    Ok((connect(shared, endpoint, peer).await?, true))
 }
 
 /// Sends the peer of a new incoming connection our probe answer unasked, with our
@@ -135,9 +136,9 @@ pub(crate) fn answer_unasked(shared: &Shared, conn: &quinn::Connection) {
         }
     } else {
         let asker = conn.remote_address().to_string();
-        lock(&shared.overlay)
-            .probe_answer(Instant::now(), asker.as_bytes())
-            .into_message()
+        ControlMessage::ProbeReply(
+            lock(&shared.overlay).probe_answer(Instant::now(), asker.as_bytes()),
+        )
     };
     let conn = conn.clone();
     tokio::spawn(async move {
@@ -159,10 +160,7 @@ pub(crate) async fn probe(
     endpoint: &quinn::Endpoint,
     peer: &PeerAddr,
 ) -> Result<(Duration, ProbeInfo, quinn::Connection), PeerError> {
-    let (conn, fresh) = match shared.conns.take(&peer.id) {
-        Some(c) => (c, false),
-        None => (connect(shared, endpoint, peer).await?, true),
-    };
+    let (conn, fresh) = connection(shared, endpoint, peer).await?;
     let lost = |reason: String| PeerError::Lost {
         addr: peer.to_string(),
         reason,
@@ -233,13 +231,12 @@ async fn read_answer(
         Ok(Some(ControlMessage::Refuse { code, reason, .. })) => {
             Ok(Answer::Refused { code, reason })
         }
-        Ok(Some(m)) => ProbeInfo::from_message(m)
-            .map(Answer::Info)
-            .map_err(|other| PeerError::Violation {
-                addr: peer.to_string(),
-                code: ErrorCode::ProtocolViolation,
-                reason: format!("answered a probe with {other:?}"),
-            }),
+        Ok(Some(ControlMessage::ProbeReply(info))) => Ok(Answer::Info(info)),
+        Ok(Some(other)) => Err(PeerError::Violation {
+            addr: peer.to_string(),
+            code: ErrorCode::ProtocolViolation,
+            reason: format!("answered a probe with {other:?}"),
+        }),
         Ok(None) => Err(PeerError::Lost {
             addr: peer.to_string(),
             reason: "probe stream ended without an answer".into(),

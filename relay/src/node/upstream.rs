@@ -219,7 +219,7 @@ async fn attach(
     to: &PeerAddr,
     replaces: Option<NodeId>,
 ) -> Result<(Session, TreeInfo), AttachError> {
-    let conn = probe::connection(shared, endpoint, to)
+    let (conn, _) = probe::connection(shared, endpoint, to)
         .await
         .map_err(AttachError::Failed)?;
     let lost = |reason: String| {

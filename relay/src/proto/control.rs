@@ -10,7 +10,7 @@
 //! | 0x03 | `Refuse`     | parent → child | error code, reason (UTF-8), redirect list   |
 //! | 0x04 | `Goodbye`    | either         | handover list: where the children should go |
 //! | 0x05 | `Probe`      | joiner → node  | token: who are you, whom do you know        |
-//! | 0x06 | `ProbeReply` | node → joiner  | rooted, depth, free, capacity, candidates   |
+//! | 0x06 | `ProbeReply` | node → joiner  | [`ProbeInfo`]: rooted, depth, free, candidates |
 //! | 0x07 | `Tree`       | parent → child | [`TreeInfo`]: rooted, path, backups         |
 //! | 0x08 | `Status`     | child → parent | free, subtree size, rooms (≤ 4 candidates)  |
 //! | 0x09 | `Leaving`    | child → parent | (none): my children may ask for my slot     |
@@ -30,8 +30,8 @@ use super::limits::Limits;
 use super::media::{Catalog, SignedCatalog, TrackId};
 use super::report::SubtreeReport;
 use super::tree_msg::{
-    Candidate, TreeInfo, get_candidates, get_id, get_tree_info, get_u32_field, put_candidates,
-    put_id, put_tree_info,
+    Candidate, ProbeInfo, TreeInfo, get_candidates, get_id, get_probe_info, get_tree_info,
+    get_u32_field, put_candidates, put_id, put_probe_info, put_tree_info,
 };
 use super::trust::token::MAX_TOKEN;
 use super::varint;
@@ -104,20 +104,7 @@ pub enum ControlMessage {
         token: Option<Bytes>,
     },
     /// Node → joiner: the answer to a probe.
-    ProbeReply {
-        /// Whether the node is connected to the origin.
-        rooted: bool,
-        /// Its depth (origin 0).
-        depth: u32,
-        /// Free child slots.
-        free: u32,
-        /// Child slots in all.
-        capacity: u32,
-        /// Watch-only children a forwarding joiner may displace (it counts these as room).
-        movable: u32,
-        /// Other parents it knows, nearest the joiner's likely position first.
-        candidates: Vec<Candidate>,
-    },
+    ProbeReply(ProbeInfo),
     /// Parent → child: your position in the tree (on attach and on every change).
     Tree(TreeInfo),
     /// Child → parent: I am leaving in order; my children may ask for my slot.
@@ -200,21 +187,9 @@ impl ControlMessage {
                 put_token(&mut body, token.as_ref());
             }
             ControlMessage::Leaving => body.put_u8(T_LEAVING),
-            ControlMessage::ProbeReply {
-                rooted,
-                depth,
-                free,
-                capacity,
-                movable,
-                candidates,
-            } => {
+            ControlMessage::ProbeReply(p) => {
                 body.put_u8(T_PROBE_REPLY);
-                body.put_u8(u8::from(*rooted));
-                varint::put(&mut body, u64::from(*depth));
-                varint::put(&mut body, u64::from(*free));
-                varint::put(&mut body, u64::from(*capacity));
-                varint::put(&mut body, u64::from(*movable));
-                put_candidates(&mut body, candidates);
+                put_probe_info(&mut body, p);
             }
             ControlMessage::Tree(t) => {
                 body.put_u8(T_TREE);
@@ -349,29 +324,7 @@ impl ControlMessage {
                 token: get_token(&mut body)?,
             },
             T_LEAVING => ControlMessage::Leaving,
-            T_PROBE_REPLY => {
-                if !body.has_remaining() {
-                    return Err(DecodeError::Truncated("probe reply"));
-                }
-                let rooted = match body.get_u8() {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::Malformed("rooted flag")),
-                };
-                let depth = get_u32_field(&mut body, "probe reply depth")?;
-                let free = get_u32_field(&mut body, "probe reply free slots")?;
-                let capacity = get_u32_field(&mut body, "probe reply capacity")?;
-                let movable = get_u32_field(&mut body, "probe reply movable")?;
-                let candidates = get_candidates(&mut body)?;
-                ControlMessage::ProbeReply {
-                    rooted,
-                    depth,
-                    free,
-                    capacity,
-                    movable,
-                    candidates,
-                }
-            }
+            T_PROBE_REPLY => ControlMessage::ProbeReply(get_probe_info(&mut body)?),
             T_TREE => ControlMessage::Tree(get_tree_info(&mut body)?),
             T_STATUS => {
                 let free = get_u32_field(&mut body, "status free slots")?;

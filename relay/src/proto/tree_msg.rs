@@ -1,11 +1,14 @@
-//! Wire pieces of the overlay's control messages: candidate parents and tree positions.
+//! Wire pieces of the overlay's control messages: candidate parents, tree positions and
+//! probe answers.
 //!
 //! ```text
-//! node_id   = 32 bytes
-//! peer_addr = node_id | varint len | host:port (UTF-8, at most 255 bytes)
-//! candidate = peer_addr | varint depth | varint free_slots
-//! tree_info = u8 rooted | varint n | node_id * n (the path, origin first)
-//!             | varint m | candidate * m (backup parents)
+//! node_id    = 32 bytes
+//! peer_addr  = node_id | varint len | host:port (UTF-8, at most 255 bytes)
+//! candidate  = peer_addr | varint depth | varint free_slots
+//! tree_info  = u8 rooted | varint n | node_id * n (the path, origin first)
+//!              | varint m | candidate * m (backup parents)
+//! probe_info = u8 rooted | varint depth | varint free | varint capacity
+//!              | varint movable | varint m | candidate * m
 //! ```
 
 use bytes::{Buf, BufMut, Bytes};
@@ -31,6 +34,23 @@ pub struct Candidate {
     pub depth: u32,
     /// Its free child slots.
     pub free: u32,
+}
+
+/// What a probed node says about itself: the body of a `ProbeReply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeInfo {
+    /// Whether the node is connected to the origin.
+    pub rooted: bool,
+    /// Its depth (origin 0).
+    pub depth: u32,
+    /// Free child slots.
+    pub free: u32,
+    /// Child slots in all.
+    pub capacity: u32,
+    /// Watch-only children a forwarding joiner may displace (it counts these as room).
+    pub movable: u32,
+    /// Other parents it knows, nearest the joiner's likely position first.
+    pub candidates: Vec<Candidate>,
 }
 
 /// A node's position in the tree, as its parent tells it.
@@ -158,6 +178,34 @@ pub(crate) fn get_tree_info(b: &mut Bytes) -> Result<TreeInfo, DecodeError> {
         rooted,
         path,
         backups,
+    })
+}
+
+pub(crate) fn put_probe_info(b: &mut impl BufMut, p: &ProbeInfo) {
+    b.put_u8(u8::from(p.rooted));
+    varint::put(b, u64::from(p.depth));
+    varint::put(b, u64::from(p.free));
+    varint::put(b, u64::from(p.capacity));
+    varint::put(b, u64::from(p.movable));
+    put_candidates(b, &p.candidates);
+}
+
+pub(crate) fn get_probe_info(b: &mut Bytes) -> Result<ProbeInfo, DecodeError> {
+    if !b.has_remaining() {
+        return Err(DecodeError::Truncated("probe reply"));
+    }
+    let rooted = match b.get_u8() {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::Malformed("rooted flag")),
+    };
+    Ok(ProbeInfo {
+        rooted,
+        depth: get_u32(b, "probe reply depth")?,
+        free: get_u32(b, "probe reply free slots")?,
+        capacity: get_u32(b, "probe reply capacity")?,
+        movable: get_u32(b, "probe reply movable")?,
+        candidates: get_candidates(b)?,
     })
 }
 

@@ -110,14 +110,14 @@ fn arb_message() -> impl Strategy<Value = ControlMessage> {
             arb_candidates()
         )
             .prop_map(|(rooted, depth, free, (capacity, movable), candidates)| {
-                ControlMessage::ProbeReply {
+                ControlMessage::ProbeReply(ProbeInfo {
                     rooted,
                     depth,
                     free,
                     capacity,
                     movable,
                     candidates,
-                }
+                })
             }),
         (
             any::<bool>(),

@@ -56,7 +56,8 @@ mod position;
 mod standby;
 mod types;
 
-pub use types::{Action, OverlayConfig, OverlayEvent, ProbeInfo, Refusal, Refused};
+pub use crate::proto::tree_msg::ProbeInfo;
+pub use types::{Action, OverlayConfig, OverlayEvent, Refusal, Refused};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::proto::addr::PeerAddr;
-use crate::proto::control::ControlMessage;
 use crate::proto::id::NodeId;
 use crate::proto::tree_msg::{Candidate, TreeInfo};
 
@@ -193,57 +192,4 @@ pub struct Refused {
     pub why: Refusal,
     /// Where to try instead.
     pub redirect: Vec<Candidate>,
-}
-
-/// What a probed node said about itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeInfo {
-    /// Connected to the origin.
-    pub rooted: bool,
-    /// Its depth.
-    pub depth: u32,
-    /// Its free slots.
-    pub free: u32,
-    /// The child slots it offers in all.
-    pub capacity: u32,
-    /// Watch-only children a forwarder may displace.
-    pub movable: u32,
-    /// Candidates it knows.
-    pub candidates: Vec<Candidate>,
-}
-
-impl ProbeInfo {
-    /// The `ProbeReply` that carries it.
-    pub fn into_message(self) -> ControlMessage {
-        ControlMessage::ProbeReply {
-            rooted: self.rooted,
-            depth: self.depth,
-            free: self.free,
-            capacity: self.capacity,
-            movable: self.movable,
-            candidates: self.candidates,
-        }
-    }
-
-    /// What a `ProbeReply` says; any other message is given back.
-    pub fn from_message(m: ControlMessage) -> Result<ProbeInfo, Box<ControlMessage>> {
-        match m {
-            ControlMessage::ProbeReply {
-                rooted,
-                depth,
-                free,
-                capacity,
-                movable,
-                candidates,
-            } => Ok(ProbeInfo {
-                rooted,
-                depth,
-                free,
-                capacity,
-                movable,
-                candidates,
-            }),
-            other => Err(Box::new(other)),
-        }
-    }
 }

@@ -53,11 +53,11 @@ impl Sim {
                     );
                     return;
                 };
-                let msg = o
-                    .probe_answer(self.at(now), node_id(from).as_bytes())
-                    .into_message();
+                let msg = ControlMessage::ProbeReply(
+                    o.probe_answer(self.at(now), node_id(from).as_bytes()),
+                );
                 self.count("probe reply", to, from, &msg);
-                let Ok(info) = ProbeInfo::from_message(msg) else {
+                let ControlMessage::ProbeReply(info) = msg else {
                     return;
                 };
                 self.q.push(

@@ -32,7 +32,7 @@ use crate::proto::codes::ErrorCode;
 use crate::proto::control::{ControlMessage, ResumePoint};
 use crate::proto::id::NodeId;
 use crate::proto::media::{Catalog, Codec, SignedCatalog, TrackInfo};
-use crate::proto::overlay::{Action, Overlay, OverlayConfig, OverlayEvent, ProbeInfo, Refusal};
+use crate::proto::overlay::{Action, Overlay, OverlayConfig, OverlayEvent, Refusal};
 
 const NONE: u32 = u32::MAX;
 const NEVER: u64 = u64::MAX;
