@@ -152,15 +152,20 @@ pub(crate) fn put_tree_info(b: &mut impl BufMut, t: &TreeInfo) {
     put_candidates(b, &t.backups);
 }
 
-pub(crate) fn get_tree_info(b: &mut Bytes) -> Result<TreeInfo, DecodeError> {
+/// The `rooted` flag that starts a tree info or a probe answer (`what` names it if missing).
+fn get_rooted(b: &mut Bytes, what: &'static str) -> Result<bool, DecodeError> {
     if !b.has_remaining() {
-        return Err(DecodeError::Truncated("tree info"));
+        return Err(DecodeError::Truncated(what));
     }
-    let rooted = match b.get_u8() {
-        0 => false,
-        1 => true,
-        _ => return Err(DecodeError::Malformed("rooted flag")),
-    };
+    match b.get_u8() {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::Malformed("rooted flag")),
+    }
+}
+
+pub(crate) fn get_tree_info(b: &mut Bytes) -> Result<TreeInfo, DecodeError> {
+    let rooted = get_rooted(b, "tree info")?;
     let n = varint::get_complete(b, "tree path")?;
     if n > MAX_PATH as u64 {
         return Err(DecodeError::TooMany {
@@ -191,16 +196,8 @@ pub(crate) fn put_probe_info(b: &mut impl BufMut, p: &ProbeInfo) {
 }
 
 pub(crate) fn get_probe_info(b: &mut Bytes) -> Result<ProbeInfo, DecodeError> {
-    if !b.has_remaining() {
-        return Err(DecodeError::Truncated("probe reply"));
-    }
-    let rooted = match b.get_u8() {
-        0 => false,
-        1 => true,
-        _ => return Err(DecodeError::Malformed("rooted flag")),
-    };
     Ok(ProbeInfo {
-        rooted,
+        rooted: get_rooted(b, "probe reply")?,
         depth: get_u32(b, "probe reply depth")?,
         free: get_u32(b, "probe reply free slots")?,
         capacity: get_u32(b, "probe reply capacity")?,
