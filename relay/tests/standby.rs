@@ -630,3 +630,31 @@ fn an_orphan_does_not_bounce_between_two_full_nodes_naming_each_other() {
     let acts = timers_until_attach(&mut x, acts, t6, moment, "waited past the round");
     assert_eq!(attach(&acts), Some((addr(11), None)), "{acts:?}");
 }
+
+/// Repairing, an attach to a room a refuser named (tried unmeasured) gets no answer by
+/// its deadline, and meanwhile a backup has answered with room: the orphan takes that
+/// backup, not the next unmeasured room. (In the simulator's 100k mass failure, one
+/// orphan went on through four named rooms, all crashed, one 1.5 s deadline each, while
+/// five nodes it had probed had answered with room.)
+#[test]
+fn after_a_silent_attach_an_orphan_takes_a_backup_that_answered_before_the_next_blind_room() {
+    let (mut x, t3) = follow_the_grandparents_room();
+    // 7 filled up meanwhile, naming 8 and 9: tried at once, unmeasured.
+    let full = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(8, 2, 1), cand(9, 2, 1)],
+    };
+    let t4 = t3 + 20 * MS;
+    x.handle_attach_result(t4, &addr(7), Err(Some(full)));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(8), None)), "{acts:?}");
+    // The backup 3, probed when the parent was lost, answers late, with room.
+    let t5 = t4 + 30 * MS;
+    x.handle_probe_result(t5, &addr(3), Some((60 * MS, probe_info(1, 1, 2, vec![]))));
+    assert_eq!(attach(&drain(&mut x)), None, "still waiting for 8");
+    // 8 never answers: at the attach deadline, 3 it is, not 9.
+    let deadline = t4 + OverlayConfig::default().attach_timeout;
+    let by_deadline = |d: Instant| d <= deadline;
+    let acts = timers_until_attach(&mut x, Vec::new(), t5, by_deadline, "waited past it");
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
+}

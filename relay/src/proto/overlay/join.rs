@@ -305,6 +305,31 @@ impl Overlay {
         if r.why != Refusal::Full || !matches!(self.seeking, Seeking::Repair(_)) {
             return Vec::new();
         }
+        self.answered_first(now, self.rooms_named(now, r))
+    }
+
+    /// Repairing, after any failed attempt (a refusal, an answer we cannot use, no
+    /// answer by the deadline): what to try next. The best parent that answered with
+    /// room in this repair goes first, and the rooms probed in this repair that never
+    /// answered are dropped from the rest (see [`Overlay::redirect_first`]). Going on
+    /// with the queue as it was sent the slowest orphan of the simulator's 100k mass
+    /// failure to four rooms named earlier, all crashed, one attach deadline each
+    /// (6.7 s), while five nodes it had probed had answered with room; with this, that
+    /// run had 17 stalls instead of 161.
+    pub(super) fn replan_repair(&self, now: Instant, queue: Vec<PeerAddr>) -> Vec<PeerAddr> {
+        if !matches!(self.seeking, Seeking::Repair(_)) || self.fresh_after.is_none() {
+            return queue;
+        }
+        self.answered_first(now, queue)
+    }
+
+    /// `best_parent` first, then `rest` without the nodes probed in this search that
+    /// have not answered since it began.
+    fn answered_first(
+        &self,
+        now: Instant,
+        rest: impl IntoIterator<Item = PeerAddr>,
+    ) -> Vec<PeerAddr> {
         let silent = |id: &NodeId| {
             self.probed_this_join.contains(id)
                 && !self.known.get(id).is_some_and(|k| {
@@ -312,13 +337,13 @@ impl Overlay {
                         .is_some_and(|m| self.fresh_after.is_none_or(|f| m >= f))
                 })
         };
-        let mut first: Vec<PeerAddr> = self.best_parent(now).map(|(a, _)| a).into_iter().collect();
-        for a in self.rooms_named(now, r) {
-            if !silent(&a.id) && !first.contains(&a) {
-                first.push(a);
+        let mut q: Vec<PeerAddr> = self.best_parent(now).map(|(a, _)| a).into_iter().collect();
+        for a in rest {
+            if !silent(&a.id) && !q.contains(&a) {
+                q.push(a);
             }
         }
-        first
+        q
     }
 
     /// `id` refused us for lack of room: remembered (bounded) until we attach.

@@ -420,6 +420,7 @@ impl Overlay {
                 // pay. Drop it and try the next (a move with none left stays put).
                 self.actions.push_back(Action::Detach(addr.id));
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
+                let queue = self.replan_repair(now, queue);
                 self.try_next(now, queue);
             }
             Err(refusal) => {
@@ -448,6 +449,7 @@ impl Overlay {
                     queue.retain(|a| !first.contains(a));
                     queue.splice(0..0, first);
                 }
+                let queue = self.replan_repair(now, queue);
                 self.try_next(now, queue);
             }
         }
@@ -533,6 +535,7 @@ impl Overlay {
             } if now >= *deadline => {
                 let (queue, to) = (queue.clone(), to.clone());
                 self.known.avoid(&to.id, now + self.config.avoid_for);
+                let queue = self.replan_repair(now, queue);
                 self.try_next(now, queue);
             }
             _ => {}
