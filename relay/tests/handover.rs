@@ -124,7 +124,7 @@ fn a_leaving_node_offers_no_room() {
     let kids = net.join_beside(a, 2, 0);
     let asker = net.add(2, (50.0, 0.0));
     let now = net.now;
-    assert_eq!(net.node(a).probe_reply(now, asker.as_bytes()).2, 1);
+    assert_eq!(net.node(a).probe_answer(now, asker.as_bytes()).free, 1);
     assert_eq!(net.nodes[&a].movable(), 2);
     let leaver = net.node(a);
     leaver.handle_leave(now);
@@ -143,7 +143,7 @@ fn a_leaving_node_offers_no_room() {
     assert!(!told.is_empty(), "it still reports its subtree shrinking");
     assert!(told.iter().all(|f| *f == 0), "told its parent {told:?}");
     assert_eq!(
-        leaver.probe_reply(now, asker.as_bytes()).2,
+        leaver.probe_answer(now, asker.as_bytes()).free,
         0,
         "three empty slots"
     );

@@ -244,7 +244,7 @@ fn a_node_passes_on_only_fresh_news_of_others_and_their_own_count_of_free_slots(
     drain(&mut j);
     let asker = addr(99).id;
     let listed = |j: &Overlay, at: Instant, b: u8| {
-        let (_, _, _, _, cands) = j.probe_reply(at, asker.as_bytes());
+        let cands = j.probe_answer(at, asker.as_bytes()).candidates;
         cands.into_iter().find(|c| c.addr == addr(b))
     };
     // ...but tells others 2 is full, as 2 said.
@@ -287,7 +287,9 @@ fn a_displaced_watch_only_child_is_offered_more_than_the_forwarder_that_took_its
         "then the room below: {to:?}"
     );
     // One of the newcomer's two slots is the viewer's: others are told of one only.
-    let (_, _, _, _, cands) = net.nodes[&o].probe_reply(now, addr(98).id.as_bytes());
+    let cands = net.nodes[&o]
+        .probe_answer(now, addr(98).id.as_bytes())
+        .candidates;
     let listed = cands.iter().find(|c| c.addr == newcomer).map(|c| c.free);
     assert_eq!(listed, Some(1));
 }

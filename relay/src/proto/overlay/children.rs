@@ -11,20 +11,6 @@ use crate::proto::tree_msg::{Candidate, TreeInfo};
 const SHARE_FRESH: Duration = Duration::from_secs(2);
 
 impl Overlay {
-    /// [`Overlay::probe_reply`] with the watch-only children a forwarder may displace:
-    /// what a probe is answered with.
-    pub fn probe_answer(&self, now: Instant, asker: &[u8]) -> ProbeInfo {
-        let (rooted, depth, free, capacity, candidates) = self.probe_reply(now, asker);
-        ProbeInfo {
-            rooted,
-            depth,
-            free,
-            capacity,
-            movable: self.movable(),
-            candidates,
-        }
-    }
-
     /// Watch-only children, which a forwarding joiner may displace (none while leaving:
     /// nobody may join).
     pub fn movable(&self) -> u32 {
@@ -41,7 +27,7 @@ impl Overlay {
     /// joiners who all ask the same node then spread over its free slots instead of all
     /// racing for the first one (measured in the simulator: most attach attempts of a
     /// crowd were refusals before).
-    pub fn probe_reply(&self, now: Instant, asker: &[u8]) -> (bool, u32, u32, u32, Vec<Candidate>) {
+    pub fn probe_answer(&self, now: Instant, asker: &[u8]) -> ProbeInfo {
         let mut cands: Vec<Candidate> = Vec::new();
         let mut kids: Vec<(&NodeId, &Child)> = self.children.iter().collect();
         kids.sort_by_cached_key(|(id, c)| (c.free == 0, pair_order_by(asker, id)));
@@ -86,13 +72,14 @@ impl Overlay {
             cands.extend(self.known.share(8, &exclude, since));
         }
         cands.truncate(crate::proto::tree_msg::MAX_CANDIDATES);
-        (
-            self.is_rooted(),
-            self.depth().unwrap_or(u32::MAX),
-            self.free_slots(),
-            self.config.capacity,
-            cands,
-        )
+        ProbeInfo {
+            rooted: self.is_rooted(),
+            depth: self.depth().unwrap_or(u32::MAX),
+            free: self.free_slots(),
+            capacity: self.config.capacity,
+            movable: self.movable(),
+            candidates: cands,
+        }
     }
 
     /// A node asks to become our child.

@@ -291,45 +291,35 @@ impl Overlay {
         true
     }
 
-    /// Which parents to try before the rest of the queue after a refusal for lack of
-    /// room: repairing (past the standby), every moment counts. First the best parent
-    /// that answered with room in this repair, then the rooms the refuser names (near
-    /// it, fresher than what we probed), tried unmeasured, except those we probed in
-    /// this repair that never answered: they most likely crashed with the parent, and
-    /// an attach to one waits out the attach deadline. (Simulator, churn-10k with a 1 s
-    /// buffer, 96 seeds: the slowest repair of a run went from up to 3.78 s to at most
-    /// 1.78 s, the pauses after a parent or grandparent crash from 46 to 34.) Joining,
-    /// handed over, or refused by the standby, the rooms are measured first instead: see
-    /// [`Overlay::measure_rooms`] and `standby_refused`.
+    /// Which of a refuser's redirects to try before the rest of the queue: repairing
+    /// (past the standby), every moment counts, and all its parents with room (near it,
+    /// fresher than what we probed) go first, unmeasured, after the best parent that
+    /// answered (see [`Overlay::retry_after_failure`]). (Joining, handed over, or
+    /// refused by the standby, the rooms are measured first instead: see
+    /// [`Overlay::measure_rooms`] and `standby_refused`.)
     pub(super) fn redirect_first(&self, now: Instant, r: &Refused) -> Vec<PeerAddr> {
         if r.why != Refusal::Full || !matches!(self.seeking, Seeking::Repair(_)) {
             return Vec::new();
         }
-        self.answered_first(now, self.rooms_named(now, r))
+        self.rooms_named(now, r).collect()
     }
 
-    /// Repairing, after any failed attempt (a refusal, an answer we cannot use, no
-    /// answer by the deadline): what to try next. The best parent that answered with
-    /// room in this repair goes first, and the rooms probed in this repair that never
-    /// answered are dropped from the rest (see [`Overlay::redirect_first`]). Going on
-    /// with the queue as it was sent the slowest orphan of the simulator's 100k mass
-    /// failure to four rooms named earlier, all crashed, one attach deadline each
-    /// (6.7 s), while five nodes it had probed had answered with room; with this, that
-    /// run had 17 stalls instead of 161.
-    pub(super) fn replan_repair(&self, now: Instant, queue: Vec<PeerAddr>) -> Vec<PeerAddr> {
+    /// An attempt failed (a refusal, an answer we cannot use, no answer by the
+    /// deadline): attach to the next of `queue`. Repairing, the best parent that
+    /// answered with room in this repair goes first, and the nodes probed in this
+    /// repair that never answered are dropped: they most likely crashed with the
+    /// parent, and an attach to one waits out the attach deadline. Going on with the
+    /// queue as it was sent the slowest orphan of the simulator's 100k mass failure to
+    /// four rooms named earlier, all crashed, one deadline each (6.7 s), while five nodes
+    /// it had probed had answered with room; with this, that run had 17 stalls instead
+    /// of 161 (and over 96 seeds of churn-10k with a 1 s buffer, doing so after a
+    /// refusal for lack of room alone took the slowest repair of a run from up to 3.78 s
+    /// to at most 1.78 s).
+    pub(super) fn retry_after_failure(&mut self, now: Instant, queue: Vec<PeerAddr>) {
         if !matches!(self.seeking, Seeking::Repair(_)) || self.fresh_after.is_none() {
-            return queue;
+            self.try_next(now, queue);
+            return;
         }
-        self.answered_first(now, queue)
-    }
-
-    /// `best_parent` first, then `rest` without the nodes probed in this search that
-    /// have not answered since it began.
-    fn answered_first(
-        &self,
-        now: Instant,
-        rest: impl IntoIterator<Item = PeerAddr>,
-    ) -> Vec<PeerAddr> {
         let silent = |id: &NodeId| {
             self.probed_this_join.contains(id)
                 && !self.known.get(id).is_some_and(|k| {
@@ -338,12 +328,12 @@ impl Overlay {
                 })
         };
         let mut q: Vec<PeerAddr> = self.best_parent(now).map(|(a, _)| a).into_iter().collect();
-        for a in rest {
+        for a in queue {
             if !silent(&a.id) && !q.contains(&a) {
                 q.push(a);
             }
         }
-        q
+        self.try_next(now, q);
     }
 
     /// `id` refused us for lack of room: remembered (bounded) until we attach.

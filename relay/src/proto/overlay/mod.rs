@@ -420,8 +420,7 @@ impl Overlay {
                 // pay. Drop it and try the next (a move with none left stays put).
                 self.actions.push_back(Action::Detach(addr.id));
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
-                let queue = self.replan_repair(now, queue);
-                self.try_next(now, queue);
+                self.retry_after_failure(now, queue);
             }
             Err(refusal) => {
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
@@ -449,8 +448,7 @@ impl Overlay {
                     queue.retain(|a| !first.contains(a));
                     queue.splice(0..0, first);
                 }
-                let queue = self.replan_repair(now, queue);
-                self.try_next(now, queue);
+                self.retry_after_failure(now, queue);
             }
         }
     }
@@ -535,8 +533,7 @@ impl Overlay {
             } if now >= *deadline => {
                 let (queue, to) = (queue.clone(), to.clone());
                 self.known.avoid(&to.id, now + self.config.avoid_for);
-                let queue = self.replan_repair(now, queue);
-                self.try_next(now, queue);
+                self.retry_after_failure(now, queue);
             }
             _ => {}
         }

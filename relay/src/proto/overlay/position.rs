@@ -132,7 +132,7 @@ impl Overlay {
     }
 
     pub(super) fn redirect_list(&self, now: Instant, asker: &NodeId) -> Vec<Candidate> {
-        let (_, _, _, _, mut cands) = self.probe_reply(now, asker.as_bytes());
+        let mut cands = self.probe_answer(now, asker.as_bytes()).candidates;
         cands.retain(|c| c.addr.id != *asker);
         cands
     }
