@@ -163,6 +163,44 @@ fn a_node_that_finds_itself_in_its_path_leaves() {
 }
 
 #[test]
+fn an_orphan_does_not_stay_below_the_parent_it_lost() {
+    use overlay_net::{MS, addr, attach, cand, drain, probe_info, settled_under};
+    // The parent 2 crashes before any standby is measured: the backups 3 and 4 are
+    // probed, and 3, the nearer, has not heard yet that it hangs below 2.
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(3, 1, 1), cand(4, 1, 1)]);
+    let t1 = t0 + 100 * MS;
+    x.handle_parent_lost(t1, &addr(2).id);
+    drain(&mut x);
+    x.handle_probe_result(t1, &addr(3), Some((8 * MS, probe_info(1, 1, 2, vec![]))));
+    x.handle_probe_result(t1, &addr(4), Some((30 * MS, probe_info(1, 1, 2, vec![]))));
+    let mut acts = drain(&mut x);
+    while attach(&acts).is_none() {
+        let now = x.poll_timeout().expect("a timer");
+        x.handle_timeout(now);
+        acts = drain(&mut x);
+    }
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
+    // It accepts us, and its path runs through 2: cut off. We let it go and try 4.
+    let t2 = t1 + 200 * MS;
+    let below_the_dead = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(2).id, addr(3).id],
+        backups: vec![],
+    };
+    x.handle_attach_result(t2, &addr(3), Ok(below_the_dead));
+    let acts = drain(&mut x);
+    assert!(acts.contains(&Action::Detach(addr(3).id)), "{acts:?}");
+    assert_eq!(attach(&acts), Some((addr(4), None)), "{acts:?}");
+    let elsewhere = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(4).id],
+        backups: vec![],
+    };
+    x.handle_attach_result(t2, &addr(4), Ok(elsewhere));
+    assert_eq!(x.parent(), Some(&addr(4)));
+}
+
+#[test]
 fn orphans_reattach_to_their_grandparent_first() {
     let mut net = Net::new();
     let o = net.add(3, (0.0, 0.0));

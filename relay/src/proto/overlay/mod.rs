@@ -21,7 +21,8 @@
 //! - **Loop freedom**: a node accepts children only while it is *rooted* (its ancestors
 //!   reach the origin) and never accepts one of its own ancestors. Every parent tells its
 //!   children their path from the origin; a node that finds itself in its own path has
-//!   joined a loop and leaves at once.
+//!   joined a loop and leaves at once. An orphan lets go of a new parent whose path runs
+//!   through the parent it lost (see `cut_off`).
 //! - **Capacity**: never more children than `capacity`; a watch-only joiner (capacity 0)
 //!   is refused the last `reserve` free slots, so forwarding nodes settle nearer the
 //!   origin and watch-only nodes at the edge.
@@ -138,6 +139,9 @@ pub struct Overlay {
     /// refusal naming one of them is measured, not followed (see
     /// `measure_rooms_after_bounce`).
     refused_full: Vec<(NodeId, Instant)>,
+    /// Parents lost without a goodbye lately, and when: a parent whose path runs through
+    /// one of them is cut off from the origin, whatever it says (see `cut_off`).
+    lost: Vec<(NodeId, Instant)>,
     improving: Option<(Vec<NodeId>, Instant)>,
     /// While repairing, or choosing among the rooms a refuser named: only parents
     /// measured since then are chosen.
@@ -183,6 +187,7 @@ impl Overlay {
             bootstrap: Vec::new(),
             probed_this_join: IdSet::default(),
             refused_full: Vec::new(),
+            lost: Vec::new(),
             improving: None,
             fresh_after: None,
             repair_backups: Vec::new(),
@@ -410,14 +415,16 @@ impl Overlay {
             Ok(info)
                 if !info.path.contains(&self.me)
                     && info.rooted
+                    && !self.cut_off(now, &info)
                     && !self.move_goes_deeper(&info) =>
             {
                 self.attached(now, addr.clone(), info);
             }
             Ok(_) => {
-                // Not rooted, would loop, or (on a move by choice) moved down since we
-                // measured it: a move never costs depth, which our whole subtree would
-                // pay. Drop it and try the next (a move with none left stays put).
+                // Not rooted (or below a parent we lost: see `cut_off`), would loop, or
+                // (on a move by choice) moved down since we measured it: a move never
+                // costs depth, which our whole subtree would pay. Drop it and try the
+                // next (a move with none left stays put).
                 self.actions.push_back(Action::Detach(addr.id));
                 self.known.avoid(&addr.id, now + self.config.avoid_for);
                 self.retry_after_failure(now, queue);
