@@ -355,8 +355,9 @@ impl Overlay {
     /// the news comes down to them, and the orphans of one crash probe each other's
     /// subtrees at once. An orphan attached there waits for its sibling's repair on top
     /// of its own, at the bottom of a deeper path, or closes a loop with it. Letting go
-    /// at once (and trying the next parent) halved the pauses of churn-10k with a 1 s
-    /// buffer in `treecast sim` (seeds 1-48: 646 -> 333; 16 -> 10 after a near crash).
+    /// at once (and trying the next parent) about halved the pauses of churn-10k with a
+    /// 1 s buffer in `treecast sim` (96 seeds: 1,353 -> 749; 34 -> 15 after a near
+    /// crash).
     pub(super) fn cut_off(&self, now: Instant, info: &TreeInfo) -> bool {
         self.lost.iter().any(|(id, at)| {
             now.saturating_duration_since(*at) < self.config.avoid_for && info.path.contains(id)
