@@ -1,6 +1,6 @@
 //! Finding a parent: probing, choosing, attaching, repairing.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Action, Overlay, OverlayEvent, Parent, Phase, Refusal, Refused, Seeking};
 use crate::proto::addr::PeerAddr;
@@ -340,13 +340,7 @@ impl Overlay {
 
     /// The parent `id` went silent: remembered for `avoid_for` (bounded).
     fn note_lost(&mut self, now: Instant, id: NodeId) {
-        let avoid_for = self.config.avoid_for;
-        self.lost
-            .retain(|(n, at)| *n != id && now.saturating_duration_since(*at) < avoid_for);
-        if self.lost.len() >= MAX_LOST {
-            self.lost.remove(0);
-        }
-        self.lost.push((id, now));
+        remember(&mut self.lost, id, now, self.config.avoid_for, MAX_LOST);
     }
 
     /// Whether a parent whose position is `info` hangs below a parent we lost lately.
@@ -367,12 +361,7 @@ impl Overlay {
     /// `id` refused us for lack of room: remembered (bounded) until we attach.
     pub(super) fn note_refused_full(&mut self, now: Instant, id: NodeId) {
         let avoid_for = self.config.avoid_for;
-        self.refused_full
-            .retain(|(n, at)| *n != id && now.saturating_duration_since(*at) < avoid_for);
-        if self.refused_full.len() >= MAX_REFUSERS {
-            self.refused_full.remove(0);
-        }
-        self.refused_full.push((id, now));
+        remember(&mut self.refused_full, id, now, avoid_for, MAX_REFUSERS);
     }
 
     /// Whether `id` refused us for lack of room in this search, within `avoid_for`.
@@ -610,4 +599,20 @@ impl Overlay {
             now + self.config.repair_probe_timeout,
         );
     }
+}
+
+/// Notes `id` at `now` in a list of (node, when) kept for `keep_for`, at most `max` long
+/// (the oldest goes first).
+fn remember(
+    list: &mut Vec<(NodeId, Instant)>,
+    id: NodeId,
+    now: Instant,
+    keep_for: Duration,
+    max: usize,
+) {
+    list.retain(|(n, at)| *n != id && now.saturating_duration_since(*at) < keep_for);
+    if list.len() >= max {
+        list.remove(0);
+    }
+    list.push((id, now));
 }
