@@ -1,6 +1,6 @@
 //! Finding a parent: probing, choosing, attaching, repairing.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Action, Overlay, OverlayEvent, Parent, Phase, Refusal, Refused, Seeking};
 use crate::proto::addr::PeerAddr;
@@ -8,9 +8,9 @@ use crate::proto::id::NodeId;
 use crate::proto::tree_msg::TreeInfo;
 
 /// Refusers remembered in one search (each cost an attach round trip).
-const MAX_REFUSERS: usize = 32;
+pub(super) const MAX_REFUSERS: usize = 32;
 /// Parents lost lately that are remembered (see `cut_off`).
-const MAX_LOST: usize = 8;
+pub(super) const MAX_LOST: usize = 8;
 
 impl Overlay {
     pub(super) fn seek(&mut self, now: Instant) {
@@ -340,7 +340,7 @@ impl Overlay {
 
     /// The parent `id` went silent: remembered for `avoid_for` (bounded).
     fn note_lost(&mut self, now: Instant, id: NodeId) {
-        remember(&mut self.lost, id, now, self.config.avoid_for, MAX_LOST);
+        self.lost.note(now, id, self.config.avoid_for);
     }
 
     /// Whether a parent whose position is `info` hangs below a parent we lost lately.
@@ -353,22 +353,21 @@ impl Overlay {
     /// 1 s buffer in `treecast sim` (96 seeds: 1,353 -> 749; 34 -> 15 after a near
     /// crash).
     pub(super) fn cut_off(&self, now: Instant, info: &TreeInfo) -> bool {
-        self.lost.iter().any(|(id, at)| {
-            now.saturating_duration_since(*at) < self.config.avoid_for && info.path.contains(id)
-        })
+        self.lost
+            .within(now, self.config.avoid_for)
+            .any(|id| info.path.contains(id))
     }
 
     /// `id` refused us for lack of room: remembered (bounded) until we attach.
     pub(super) fn note_refused_full(&mut self, now: Instant, id: NodeId) {
-        let avoid_for = self.config.avoid_for;
-        remember(&mut self.refused_full, id, now, avoid_for, MAX_REFUSERS);
+        self.refused_full.note(now, id, self.config.avoid_for);
     }
 
     /// Whether `id` refused us for lack of room in this search, within `avoid_for`.
     pub(super) fn refused_full_lately(&self, now: Instant, id: &NodeId) -> bool {
         self.refused_full
-            .iter()
-            .any(|(n, at)| n == id && now.saturating_duration_since(*at) < self.config.avoid_for)
+            .within(now, self.config.avoid_for)
+            .any(|n| n == id)
     }
 
     pub(super) fn exclude_list(&self) -> Vec<NodeId> {
@@ -599,20 +598,4 @@ impl Overlay {
             now + self.config.repair_probe_timeout,
         );
     }
-}
-
-/// Notes `id` at `now` in a list of (node, when) kept for `keep_for`, at most `max` long
-/// (the oldest goes first).
-fn remember(
-    list: &mut Vec<(NodeId, Instant)>,
-    id: NodeId,
-    now: Instant,
-    keep_for: Duration,
-    max: usize,
-) {
-    list.retain(|(n, at)| *n != id && now.saturating_duration_since(*at) < keep_for);
-    if list.len() >= max {
-        list.remove(0);
-    }
-    list.push((id, now));
 }

@@ -54,6 +54,7 @@ mod join;
 mod known;
 mod leave;
 mod position;
+mod recent;
 mod standby;
 mod types;
 
@@ -64,6 +65,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use known::KnownSet;
+use recent::Recent;
 
 use super::addr::PeerAddr;
 use super::id::{IdSet, NodeId};
@@ -138,10 +140,10 @@ pub struct Overlay {
     /// Those that refused us for lack of room since we last attached, and when: a
     /// refusal naming one of them is measured, not followed (see
     /// `measure_rooms_after_bounce`).
-    refused_full: Vec<(NodeId, Instant)>,
+    refused_full: Recent,
     /// Parents lost without a goodbye lately, and when: a parent whose path runs through
     /// one of them is cut off from the origin, whatever it says (see `cut_off`).
-    lost: Vec<(NodeId, Instant)>,
+    lost: Recent,
     improving: Option<(Vec<NodeId>, Instant)>,
     /// While repairing, or choosing among the rooms a refuser named: only parents
     /// measured since then are chosen.
@@ -186,8 +188,8 @@ impl Overlay {
             children: BTreeMap::new(),
             bootstrap: Vec::new(),
             probed_this_join: IdSet::default(),
-            refused_full: Vec::new(),
-            lost: Vec::new(),
+            refused_full: Recent::new(join::MAX_REFUSERS),
+            lost: Recent::new(join::MAX_LOST),
             improving: None,
             fresh_after: None,
             repair_backups: Vec::new(),
