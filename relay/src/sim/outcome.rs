@@ -86,7 +86,7 @@ pub struct Outcome {
     /// Segments dropped by overloaded upload queues.
     pub dropped_segments: u64,
     /// Pauses of playback as the player re-buffers, by [`StallCause`] (its `index`).
-    pub stalls: [u64; 5],
+    pub stalls: [u64; StallCause::ALL.len()],
     /// Their total length, seconds.
     pub stall_s: f64,
     /// Time viewers spent playing (first playout to leaving or the end), seconds.

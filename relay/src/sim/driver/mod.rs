@@ -98,7 +98,7 @@ pub struct Measures {
     /// Once a second.
     pub series: Vec<SamplePoint>,
     /// Pauses of playback (the player's re-buffering), by [`StallCause`].
-    pub stalls: [u64; 5],
+    pub stalls: [u64; StallCause::ALL.len()],
 }
 
 /// The simulator.
@@ -129,7 +129,7 @@ pub struct Sim {
     pub(super) orphan_since: Vec<u64>,
     /// When each peer's parent last went down under it (crashed, without a goodbye).
     lost_parent_at: Vec<u64>,
-    /// When each peer last moved to another parent.
+    /// When each peer last changed parent (moved, handed over, repaired, cut off).
     moved_at: Vec<u64>,
     pub(super) ctl_bytes: Vec<u64>,
     pub(super) media: Media,
@@ -423,6 +423,9 @@ impl Sim {
         }
         if old != NONE {
             self.kids[old as usize].retain(|c| *c != p);
+            // Whatever the reason (a move, a repair, a handover that fell through), the
+            // subtree's path changed: a pause soon after is put down to it.
+            self.moved_at[pu] = self.now;
         }
         self.parent[pu] = new;
         if new == NONE {

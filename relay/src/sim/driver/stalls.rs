@@ -16,20 +16,25 @@ pub enum StallCause {
     GrandparentCrashed,
     /// An ancestor farther up crashed: the subtree below it was re-placed, maybe deeper.
     AncestorCrashed,
-    /// The viewer or an ancestor moved: a better parent, a handover from a parent that
-    /// left in order, a slot given to a forwarder.
+    /// The viewer or an ancestor changed parent: a better parent, a handover from a
+    /// parent that left in order, a slot given to a forwarder, a repair after a crash the
+    /// path no longer shows.
     PathChanged,
-    /// None of those in the window (a burst from a cache, an upload running behind).
+    /// The viewer started playing moments before (the first group came as a burst from
+    /// the parent's cache, slower than the stream when the parent's upload is shared).
+    JustStarted,
+    /// None of those in the window (an upload running behind).
     Other,
 }
 
 impl StallCause {
     /// Every cause, in the order of [`StallCause::index`].
-    pub const ALL: [StallCause; 5] = [
+    pub const ALL: [StallCause; 6] = [
         StallCause::ParentCrashed,
         StallCause::GrandparentCrashed,
         StallCause::AncestorCrashed,
         StallCause::PathChanged,
+        StallCause::JustStarted,
         StallCause::Other,
     ];
 
@@ -44,7 +49,8 @@ impl StallCause {
             StallCause::ParentCrashed => "parent crashed",
             StallCause::GrandparentCrashed => "grandparent crashed",
             StallCause::AncestorCrashed => "an ancestor farther up crashed",
-            StallCause::PathChanged => "the viewer or an ancestor moved",
+            StallCause::PathChanged => "the viewer or an ancestor changed parent",
+            StallCause::JustStarted => "the viewer had just started",
             StallCause::Other => "none of those",
         }
     }
@@ -73,6 +79,8 @@ impl Sim {
         }
         if path.iter().any(|p| recent(self.moved_at[*p as usize])) {
             StallCause::PathChanged
+        } else if recent(self.media.first_at[s.peer as usize]) {
+            StallCause::JustStarted
         } else {
             StallCause::Other
         }
