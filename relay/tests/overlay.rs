@@ -200,6 +200,35 @@ fn an_orphan_does_not_stay_below_the_parent_it_lost() {
     assert_eq!(x.parent(), Some(&addr(4)));
 }
 
+/// A parent that closed our session in order (it gave our slot away and we had not moved
+/// in time) still runs: a new parent below it is as good as any.
+#[test]
+fn a_child_let_go_by_its_parent_may_settle_below_it() {
+    use overlay_net::{MS, addr, attach, cand, drain, probe_info, settled_under};
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(3, 1, 1), cand(4, 1, 1)]);
+    let t1 = t0 + 100 * MS;
+    x.handle_parent_closed(t1, &addr(2).id);
+    drain(&mut x);
+    x.handle_probe_result(t1, &addr(3), Some((8 * MS, probe_info(1, 1, 2, vec![]))));
+    x.handle_probe_result(t1, &addr(4), Some((30 * MS, probe_info(1, 1, 2, vec![]))));
+    let mut acts = drain(&mut x);
+    while attach(&acts).is_none() {
+        let now = x.poll_timeout().expect("a timer");
+        x.handle_timeout(now);
+        acts = drain(&mut x);
+    }
+    assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
+    let below_the_old_parent = TreeInfo {
+        rooted: true,
+        path: vec![addr(1).id, addr(2).id, addr(3).id],
+        backups: vec![],
+    };
+    x.handle_attach_result(t1 + 200 * MS, &addr(3), Ok(below_the_old_parent));
+    let acts = drain(&mut x);
+    assert!(!acts.contains(&Action::Detach(addr(3).id)), "{acts:?}");
+    assert_eq!(x.parent(), Some(&addr(3)));
+}
+
 #[test]
 fn orphans_reattach_to_their_grandparent_first() {
     let mut net = Net::new();

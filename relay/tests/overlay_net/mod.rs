@@ -185,6 +185,11 @@ impl Net {
                     self.node(child).handle_goodbye(now, &from, to);
                 }
             }
+            Action::DropChild(child) => {
+                if self.alive.contains(&child) {
+                    self.node(child).handle_parent_lost(now, &from);
+                }
+            }
             Action::Handover(cands) => {
                 let kids: Vec<NodeId> = self.nodes[&from].children().map(|(id, _)| *id).collect();
                 for k in kids {

@@ -185,6 +185,14 @@ impl Sim {
                 let child = index(&child);
                 self.goodbye(p, child, to);
             }
+            Action::DropChild(child) => {
+                // The session closes: the child hears of it one way later, as its
+                // connection ends (and repairs if it has not moved yet).
+                let child = index(&child);
+                self.conns[child as usize].retain(|q| *q != p);
+                let t = now + self.owd(p, child);
+                self.q.push(t, Event::ParentClosed { child, parent: p });
+            }
             Action::Handover(list) => {
                 let kids: Vec<Peer> = self
                     .overlay(p)

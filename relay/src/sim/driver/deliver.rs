@@ -106,6 +106,13 @@ impl Sim {
                 }
                 let me = self.addrs[from as usize].clone();
                 let cap = self.capacity[from as usize];
+                // As the node does (`slot_is_free`): a slot is taken over only from a
+                // child that announced its leave or went silent, or that is no longer
+                // connected (the overlay may hold its slot for its heir).
+                let replaces = replaces.filter(|r| {
+                    let r = index(r) as usize;
+                    !self.alive[r] || self.leaving[r] || self.parent[r] != to
+                });
                 let at = self.at(now);
                 let Some(o) = self.overlays[to as usize].as_mut() else {
                     return;
@@ -196,6 +203,9 @@ impl Sim {
             }
             Event::ParentLost { child, parent } => {
                 self.deliver(child, |o, at| o.handle_parent_lost(at, &node_id(parent)));
+            }
+            Event::ParentClosed { child, parent } => {
+                self.deliver(child, |o, at| o.handle_parent_closed(at, &node_id(parent)));
             }
             Event::Leave(p) => {
                 if !self.alive[p as usize] || self.leaving[p as usize] {
