@@ -200,6 +200,30 @@ fn an_orphan_does_not_stay_below_the_parent_it_lost() {
     assert_eq!(x.parent(), Some(&addr(4)));
 }
 
+/// A parent that leaves while it is cut off from the origin (its own parent went down)
+/// can only name its other children: its children repair as after a crash instead.
+#[test]
+fn children_of_a_leaver_cut_off_from_the_origin_repair_instead_of_following_it() {
+    use overlay_net::{MS, addr, attach, cand, drain, probes, settled_under};
+    let (mut x, t0) = settled_under(10 * MS, vec![cand(3, 1, 1)]);
+    let t1 = t0 + 100 * MS;
+    let cut_off = TreeInfo {
+        rooted: false,
+        path: vec![addr(2).id],
+        backups: vec![cand(5, 1, 1)],
+    };
+    x.handle_tree(t1, &addr(2).id, cut_off);
+    let mut acts = drain(&mut x);
+    // 5 is our sibling, as cut off as we are.
+    x.handle_goodbye(t1, &addr(2).id, vec![cand(5, 1, 1)]);
+    acts.extend(drain(&mut x));
+    assert_ne!(attach(&acts).map(|a| a.0), Some(addr(5)), "{acts:?}");
+    assert_eq!(x.parent(), None, "the leaver is let go at once");
+    // It measures before it attaches, as after a crash: 5 will answer that it is not
+    // rooted.
+    assert!(!probes(&acts).is_empty(), "{acts:?}");
+}
+
 /// A parent that closed our session in order (it gave our slot away and we had not moved
 /// in time) still runs: a new parent below it is as good as any.
 #[test]

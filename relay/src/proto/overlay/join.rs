@@ -370,9 +370,17 @@ impl Overlay {
             .any(|n| n == id)
     }
 
+    /// Nodes never probed or attached to: ourselves, the parent, and our subtree as far
+    /// as we know it (the children and the rooms they report below themselves: they
+    /// would refuse us as not rooted, a round trip lost, or be dead).
     pub(super) fn exclude_list(&self) -> Vec<NodeId> {
         let mut v = vec![self.me];
         v.extend(self.children.keys().copied());
+        v.extend(
+            self.children
+                .values()
+                .flat_map(|c| c.rooms.iter().map(|r| r.addr.id)),
+        );
         if let Some(p) = &self.parent {
             v.push(p.addr.id);
         }

@@ -16,7 +16,15 @@ use crate::proto::tree_msg::Candidate;
 impl Overlay {
     /// The parent is leaving and hands us to these parents.
     pub fn handle_goodbye(&mut self, now: Instant, from: &NodeId, handover: Vec<Candidate>) {
-        if self.parent.as_ref().is_none_or(|p| p.addr.id != *from) {
+        let Some(parent) = self.parent.as_ref().filter(|p| p.addr.id == *from) else {
+            return;
+        };
+        if !parent.info.rooted {
+            // The leaver is cut off from the origin itself (its parent went down): the
+            // parents it names are its other children, or stale. Look for one as after
+            // a crash (measured in the simulator: its children tried those one by one,
+            // each a timeout, and paused).
+            self.lose_parent(now, *from, true);
             return;
         }
         self.known.forget(from);
@@ -26,7 +34,9 @@ impl Overlay {
         // Then at most two parents measured before, with room then: in a crowd the rest
         // have long filled up, and trying them one by one took seconds. (A refusal
         // names fresh rooms, tried first: see `redirect_first`.)
-        let mut queue = self.known.fallbacks(now, &handover, &[self.me, *from]);
+        let mut exclude = self.exclude_list();
+        exclude.push(*from);
+        let mut queue = self.known.fallbacks(now, &handover, &exclude);
         queue.truncate(handover.len() + 2);
         if queue.is_empty() {
             queue = self.bootstrap.clone();
@@ -34,9 +44,13 @@ impl Overlay {
         queue.retain(|a| a.id != *from);
         self.seeking = Seeking::Handover;
         // A leaver lists its parent first, for its slot there. That slot is its heir's
-        // (we know whether we are: see `info_for`): only the heir asks for it; the
-        // others take a free slot there if there is one.
-        let heir = self.backups().first().is_some_and(|g| g.free > 0);
+        // (we know whether we are: see `info_for`): only the heir asks for it, and only
+        // there (a parent that gave our slot to a forwarder lists the forwarder first);
+        // the others take a free slot there if there is one.
+        let heir = self
+            .backups()
+            .first()
+            .is_some_and(|g| g.free > 0 && queue.first().is_some_and(|q| q.id == g.addr.id));
         self.try_next_replacing(now, queue, heir.then_some(*from));
     }
 
