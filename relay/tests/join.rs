@@ -345,13 +345,13 @@ fn a_move_to_a_parent_that_went_deeper_meanwhile_is_undone() {
 #[test]
 fn a_displaced_child_that_does_not_move_in_time_is_let_go() {
     let mut net = Net::new();
-    let o = net.add(2, (0.0, 0.0));
+    let o = net.add_with(2, (0.0, 0.0), |c| c.release_after = 1000 * MS);
     let slow = net.add(0, (1.0, 0.0));
     net.join(slow, o);
     let quick = net.add(0, (1.5, 0.0));
     net.join(quick, o);
     let t0 = net.now;
-    let grace = OverlayConfig::default().release_after;
+    let grace = 1000 * MS;
     let origin = net.node(o);
     // Two forwarders take both viewers' slots.
     for f in [77, 78] {

@@ -27,7 +27,8 @@
 //!   is refused the last `reserve` free slots, so forwarding nodes settle nearer the
 //!   origin and watch-only nodes at the edge. A forwarder may take a watch-only child's
 //!   slot. That child, like a leaving child whose slot its heir took, is still fed while
-//!   it moves, for `release_after` at most (then [`Action::DropChild`]).
+//!   it moves: until it goes, or (if `release_after` is set; off by default) for that
+//!   long at most, then [`Action::DropChild`].
 //! - **Repair**: a settled node keeps a *standby*: every `standby_interval` it re-measures
 //!   the backups that would survive its parent's crash (grandparent, the parent's
 //!   siblings, full or not, and the rooms they name below themselves) over connections
