@@ -2,7 +2,7 @@
 //! for probes that can no longer win, each round looking where the nearest nodes point,
 //! a refusal's rooms measured before one is chosen,
 //! slots a watch-only joiner would be refused, what a node passes on about others, and
-//! a watch-only child displaced by a forwarder, and let go if it does not move in time.
+//! a watch-only child displaced by a forwarder.
 //!
 //! The joiner is driven by hand (actions drained, answers given at chosen instants), as
 //! the node and the simulator drive it.
@@ -338,58 +338,4 @@ fn a_move_to_a_parent_that_went_deeper_meanwhile_is_undone() {
     assert!(!acts.contains(&Action::Detach(addr(2).id)), "{acts:?}");
     assert_eq!(x.parent(), Some(&addr(2)));
     assert_eq!(x.depth(), Some(2));
-}
-
-/// A child that gave up its slot is fed while it moves, for `release_after` at most:
-/// meanwhile the parent's upload serves one child more than the node allows.
-#[test]
-fn a_displaced_child_that_does_not_move_in_time_is_let_go() {
-    let mut net = Net::new();
-    let o = net.add_with(2, (0.0, 0.0), |c| c.release_after = 1000 * MS);
-    let slow = net.add(0, (1.0, 0.0));
-    net.join(slow, o);
-    let quick = net.add(0, (1.5, 0.0));
-    net.join(quick, o);
-    let t0 = net.now;
-    let grace = 1000 * MS;
-    let origin = net.node(o);
-    // Two forwarders take both viewers' slots.
-    for f in [77, 78] {
-        let tree = origin.handle_child_request(t0, &addr(f), 2, None);
-        assert!(tree.is_ok(), "forwarder {f} refused: {tree:?}");
-    }
-    let mut moved: Vec<NodeId> = drain(origin)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::MoveChild { child, .. } => Some(child),
-            _ => None,
-        })
-        .collect();
-    moved.sort();
-    assert_eq!(moved, vec![slow, quick]);
-    // One moves at once: its session with us ends in order.
-    origin.handle_child_gone(&quick);
-    let due = origin
-        .poll_timeout()
-        .expect("a timer for the one still fed");
-    assert!(due <= t0 + grace, "due {:?} after the grace", due - t0);
-    let dropped = |o: &mut Overlay| -> Vec<NodeId> {
-        drain(o)
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::DropChild(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    };
-    origin.handle_timeout(t0 + grace - MS);
-    assert!(dropped(origin).is_empty(), "dropped before its time");
-    origin.handle_timeout(t0 + grace);
-    assert_eq!(
-        dropped(origin),
-        vec![slow],
-        "only the one that did not move"
-    );
-    origin.handle_timeout(t0 + grace * 2);
-    assert!(dropped(origin).is_empty(), "dropped twice");
 }

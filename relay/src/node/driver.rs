@@ -14,7 +14,6 @@ use super::events::NodeEvent;
 use super::hub::lock;
 use super::identity::NodeId;
 use super::{Shared, probe, upstream};
-use crate::proto::ErrorCode;
 use crate::proto::control::ControlMessage;
 use crate::proto::overlay::{Action, OverlayEvent};
 
@@ -201,15 +200,6 @@ fn execute(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, action: Action) {
         }
         Action::MoveChild { child, to } => {
             send_child(shared, &child, ControlMessage::Goodbye { handover: to });
-        }
-        Action::DropChild(child) => {
-            if let Some(c) = lock(&shared.child_ctl).get(&child) {
-                debug!(%child, "closing the session of a former child that did not move in time");
-                c.conn.close(
-                    ErrorCode::ParentFull.value().into(),
-                    b"your slot went to another node and you did not move in time",
-                );
-            }
         }
         Action::Handover(handover) => {
             let kids: Vec<NodeId> = lock(&shared.child_ctl).keys().copied().collect();

@@ -66,18 +66,10 @@ pub(crate) async fn attach_and_run(
             lock(&shared.overlay).handle_attach_result(Instant::now(), &to, Ok(info));
             shared.emit(NodeEvent::ParentAttached { parent: to.clone() });
             shared.kick.notify_one();
-            let conn = session.conn.clone();
             let end = run(&shared, &to, session, ctl_rx, &detach).await;
             lock(&shared.parents).remove(&to.id);
             match end {
                 Ok(true) => debug!(parent = %to, "detached"),
-                _ if slot_given_away(&conn) => {
-                    info!(parent = %to, "parent gave our slot away and we had not moved yet");
-                    if !shared.is_shutting_down() {
-                        lock(&shared.overlay).handle_parent_closed(Instant::now(), &to.id);
-                        shared.kick.notify_one();
-                    }
-                }
                 Ok(false) => {
                     info!(parent = %to, "parent ended the session");
                     parent_lost(&shared, &to, "parent left".into());
@@ -112,16 +104,6 @@ pub(crate) async fn attach_and_run(
             shared.kick.notify_one();
         }
     }
-}
-
-/// The parent closed the session because it gave our slot to another node and we had not
-/// moved in time (`Action::DropChild`): not a crash.
-fn slot_given_away(conn: &quinn::Connection) -> bool {
-    matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(c))
-            if c.error_code == quinn::VarInt::from_u32(ErrorCode::ParentFull.value())
-    )
 }
 
 fn parent_lost(shared: &Shared, parent: &PeerAddr, reason: String) {

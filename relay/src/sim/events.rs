@@ -115,14 +115,6 @@ pub enum Event {
         /// Parent.
         parent: Peer,
     },
-    /// A child hears that its parent closed their session (it gave the child's slot away
-    /// and the child did not move in time).
-    ParentClosed {
-        /// Child.
-        child: Peer,
-        /// Parent.
-        parent: Peer,
-    },
     /// A parent notices a child's connection is gone.
     ChildGone {
         /// Parent.

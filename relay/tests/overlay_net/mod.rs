@@ -185,11 +185,6 @@ impl Net {
                     self.node(child).handle_goodbye(now, &from, to);
                 }
             }
-            Action::DropChild(child) => {
-                if self.alive.contains(&child) {
-                    self.node(child).handle_parent_lost(now, &from);
-                }
-            }
             Action::Handover(cands) => {
                 let kids: Vec<NodeId> = self.nodes[&from].children().map(|(id, _)| *id).collect();
                 for k in kids {

@@ -10,10 +10,6 @@ use crate::proto::tree_msg::{Candidate, TreeInfo};
 /// How recent what we know of another node must be for us to pass it on.
 const SHARE_FRESH: Duration = Duration::from_secs(2);
 
-/// Most former children fed while they move: past it the oldest is dropped at once (a
-/// node gives up slots only to joiners it accepts, so this is never reached in practice).
-const MAX_RELEASED: usize = 16;
-
 impl Overlay {
     /// Watch-only children, which a forwarding joiner may displace (none while leaving:
     /// nobody may join).
@@ -118,8 +114,6 @@ impl Overlay {
             });
         }
         let mut displaced = false;
-        // Whatever it was, it is a child again now.
-        self.released.retain(|r| r.0 != addr.id);
         if self.children.contains_key(&addr.id) {
             // A re-subscription of a known child (e.g. after a reconnect): keep its slot.
         } else if let Some(i) = replaces.and_then(|r| self.held.iter().position(|h| h.0 == r)) {
@@ -127,10 +121,9 @@ impl Overlay {
             self.held.swap_remove(i);
         } else if let Some(r) = replaces.filter(|r| *r != addr.id && self.children.contains_key(r))
         {
-            // Take over the slot of a leaving child (it is fed until it closes, or for
-            // `release_after`, but no longer counts as a child).
+            // Take over the slot of a leaving child (it is fed until it closes, but no
+            // longer counts as a child).
             self.children.remove(&r);
-            self.release(now, r);
         } else {
             let free = self.free_slots();
             // The last `reserve` slots are kept for forwarders while our subtree has room
@@ -160,7 +153,6 @@ impl Overlay {
                     });
                 };
                 self.children.remove(&victim);
-                self.release(now, victim);
                 displaced = true;
                 let depth = self.depth().map_or(1, |d| d + 1);
                 // The forwarder first, then where else our subtree has room: the
@@ -221,7 +213,6 @@ impl Overlay {
 
     /// A child's session ended in order (it detached or moved).
     pub fn handle_child_gone(&mut self, child: &NodeId) {
-        self.released.retain(|r| r.0 != *child);
         if self.children.remove(child).is_some() {
             self.child_removed();
         }
@@ -233,37 +224,11 @@ impl Overlay {
     /// [`OverlayConfig::slot_hold`](super::OverlayConfig::slot_hold) for its heir, which
     /// comes asking for it with `replaces`.
     pub fn handle_child_lost(&mut self, now: Instant, child: &NodeId) {
-        self.released.retain(|r| r.0 != *child);
         if let Some(c) = self.children.remove(child) {
             if c.subtree > 1 && !self.config.slot_hold.is_zero() && self.phase != Phase::Leaving {
                 self.held.push((*child, now + self.config.slot_hold));
             }
             self.child_removed();
-        }
-    }
-
-    /// `child` gave up its slot: it is fed while it moves, for `release_after` at most.
-    fn release(&mut self, now: Instant, child: NodeId) {
-        if self.config.release_after.is_zero() {
-            return;
-        }
-        if self.released.len() >= MAX_RELEASED {
-            let oldest = self.released.remove(0);
-            self.actions.push_back(Action::DropChild(oldest.0));
-        }
-        self.released.push((child, now + self.config.release_after));
-    }
-
-    /// Closes the sessions of former children whose time to move is up.
-    pub(super) fn drop_released(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.released.len() {
-            if self.released[i].1 <= now {
-                let (child, _) = self.released.remove(i);
-                self.actions.push_back(Action::DropChild(child));
-            } else {
-                i += 1;
-            }
         }
     }
 

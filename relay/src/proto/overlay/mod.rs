@@ -25,10 +25,7 @@
 //!   through the parent it lost (see `cut_off`).
 //! - **Capacity**: never more children than `capacity`; a watch-only joiner (capacity 0)
 //!   is refused the last `reserve` free slots, so forwarding nodes settle nearer the
-//!   origin and watch-only nodes at the edge. A forwarder may take a watch-only child's
-//!   slot. That child, like a leaving child whose slot its heir took, is still fed while
-//!   it moves: until it goes, or (if `release_after` is set; off by default) for that
-//!   long at most, then [`Action::DropChild`].
+//!   origin and watch-only nodes at the edge.
 //! - **Repair**: a settled node keeps a *standby*: every `standby_interval` it re-measures
 //!   the backups that would survive its parent's crash (grandparent, the parent's
 //!   siblings, full or not, and the rooms they name below themselves) over connections
@@ -168,9 +165,6 @@ pub struct Overlay {
     /// Slots of children that went away with a subtree, kept until the instant for the
     /// heir of each (see `standby`).
     held: Vec<(NodeId, Instant)>,
-    /// Former children that gave up their slot and are still fed while they move, until
-    /// the instant for each (see `OverlayConfig::release_after`).
-    released: Vec<(NodeId, Instant)>,
     next_improve: Option<Instant>,
     /// When to re-measure the standby parents next.
     next_standby: Option<Instant>,
@@ -205,7 +199,6 @@ impl Overlay {
             standby_rooms: Vec::new(),
             told_heir: None,
             held: Vec::new(),
-            released: Vec::new(),
             next_improve: None,
             next_standby: None,
             last_status: None,
@@ -303,7 +296,6 @@ impl Overlay {
             self.next_improve,
             self.next_standby,
             self.held.iter().map(|h| h.1).min(),
-            self.released.iter().map(|r| r.1).min(),
             self.improving.as_ref().map(|i| i.1),
         ]
         .into_iter()
@@ -507,23 +499,6 @@ impl Overlay {
         }
     }
 
-    /// The parent closed our session in order: it gave our slot away and we had not
-    /// moved within its [`OverlayConfig::release_after`] (see [`Action::DropChild`]).
-    /// We look for a parent as after a crash, but the old one still runs: it is neither
-    /// forgotten nor taken for cut off from the origin.
-    pub fn handle_parent_closed(&mut self, now: Instant, parent: &NodeId) {
-        if self.parent.as_ref().is_some_and(|p| p.addr.id == *parent) {
-            if let Phase::Attaching { .. } = self.phase {
-                // Already on the way to a new parent: only the old one is gone.
-                self.parent = None;
-                self.seeking = Seeking::Repair(now);
-                self.tell_children();
-                return;
-            }
-            self.lose_parent(now, *parent, false);
-        }
-    }
-
     /// A peer broke the stream's integrity (e.g. sent a frame that fails the publisher's
     /// signature): it is never probed or attached to again for
     /// [`OverlayConfig::distrust_for`], whoever names it. Call it before reporting the
@@ -589,6 +564,5 @@ impl Overlay {
         if self.held.len() != held {
             self.status_changed();
         }
-        self.drop_released(now);
     }
 }

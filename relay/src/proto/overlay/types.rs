@@ -48,16 +48,6 @@ pub struct OverlayConfig {
     /// How long the slot of a child that went away with children of its own is kept for
     /// its heir (the orphan it named to take it).
     pub slot_hold: Duration,
-    /// How long a child that gave up its slot (to a forwarder, or, as it leaves, to its
-    /// heir) is still fed while it moves or hands over; then its session is closed. Its
-    /// slot already has a new holder, so until then the upload serves one child more
-    /// than `capacity`, and every child's share of it shrinks (zero: fed until it goes).
-    ///
-    /// Off by default: in the simulator 1 s cut the pauses under churn by 40% (those of a
-    /// parent's whole subtree while it fed one child too many), but the children let go
-    /// took the rooms that crash orphans needed, and after a parent's or grandparent's
-    /// crash viewers paused 2-4 times as often (most in a mass failure).
-    pub release_after: Duration,
     /// Free slots kept for joiners that forward (capacity > 0).
     pub reserve: u32,
     /// Possible parents remembered (up to a quarter more between batched evictions).
@@ -87,7 +77,6 @@ impl Default for OverlayConfig {
             standby_interval: Duration::from_secs(5),
             standby_probes: 2,
             slot_hold: Duration::from_secs(1),
-            release_after: Duration::ZERO,
             reserve: 1,
             max_known: 64,
             avoid_for: Duration::from_secs(5),
@@ -135,17 +124,13 @@ pub enum Action {
     /// We are leaving: send every child a goodbye with these parents to move to.
     Handover(Vec<Candidate>),
     /// Ask one child to move to these parents (it gave its slot to a forwarder); it stays
-    /// fed until it has moved, or for
-    /// [`OverlayConfig::release_after`](OverlayConfig::release_after) at most.
+    /// fed until it has moved.
     MoveChild {
         /// The child.
         child: NodeId,
         /// Where to go.
         to: Vec<Candidate>,
     },
-    /// Stop feeding this former child and close its session: it gave up its slot and has
-    /// not moved within [`OverlayConfig::release_after`](OverlayConfig::release_after).
-    DropChild(NodeId),
 }
 
 /// Things worth logging or measuring.

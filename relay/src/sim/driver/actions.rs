@@ -31,10 +31,8 @@ impl Sim {
                 self.orphan_since[p as usize] = if down == NEVER { self.now } else { down };
                 self.lost_parent_at[p as usize] = self.orphan_since[p as usize];
             }
-            OverlayEvent::Moved { .. } => {
-                self.m.moved += 1;
-                self.moved_at[p as usize] = self.now;
-            }
+            // (`sync_parent` notes the path change, as for any new parent.)
+            OverlayEvent::Moved { .. } => self.m.moved += 1,
             OverlayEvent::LoopDetected => {
                 self.m.loops += 1;
                 self.orphan_since[p as usize] = self.now;
@@ -184,14 +182,6 @@ impl Sim {
             Action::MoveChild { child, to } => {
                 let child = index(&child);
                 self.goodbye(p, child, to);
-            }
-            Action::DropChild(child) => {
-                // The session closes: the child hears of it one way later, as its
-                // connection ends (and repairs if it has not moved yet).
-                let child = index(&child);
-                self.conns[child as usize].retain(|q| *q != p);
-                let t = now + self.owd(p, child);
-                self.q.push(t, Event::ParentClosed { child, parent: p });
             }
             Action::Handover(list) => {
                 let kids: Vec<Peer> = self

@@ -204,9 +204,6 @@ impl Sim {
             Event::ParentLost { child, parent } => {
                 self.deliver(child, |o, at| o.handle_parent_lost(at, &node_id(parent)));
             }
-            Event::ParentClosed { child, parent } => {
-                self.deliver(child, |o, at| o.handle_parent_closed(at, &node_id(parent)));
-            }
             Event::Leave(p) => {
                 if !self.alive[p as usize] || self.leaving[p as usize] {
                     return;
