@@ -300,7 +300,8 @@ pub struct WatchArgs {
     /// for it to call (e.g. `ffplay srt://127.0.0.1:PORT`). With --headless: no window.
     #[arg(long, env = "TREECAST_OUTPUT", value_name = "URI")]
     pub output: Option<String>,
-    /// Playout buffer: how far behind the first received frame playback runs.
+    /// Playout buffer: how far behind the first received frame playback runs (at least;
+    /// playback starts once what was received covers this much of the stream).
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     pub buffer: Duration,
     /// No status line.

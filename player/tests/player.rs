@@ -328,6 +328,47 @@ fn probe_recording(path: &Path) -> Probe {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_held_until_they_cover_the_buffer_and_played_if_the_stream_ends_first() {
+    let _heavy = heavy().await;
+    let mut src = MediaSource::start(&SourceSpec::Test, &small_settings()).unwrap();
+    let config = PlayerConfig {
+        headless: true,
+        buffer: Duration::from_secs(1),
+        ..PlayerConfig::default()
+    };
+    let player = Player::new(src.catalog(), config).unwrap();
+    let mut packager = Packager::new(Some(VIDEO_TRACK), 2_000_000);
+    let (mut video, mut first_pts) = (0u64, None);
+    // 400 ms of media: less than the buffer.
+    loop {
+        let unit = next_unit(&mut src).await.expect("live source never ends");
+        let Some(frame) = packager.pack(unit) else {
+            continue;
+        };
+        if frame.pts - *first_pts.get_or_insert(frame.pts) >= 400_000 {
+            break;
+        }
+        player.push(&frame).unwrap();
+        video += u64::from(frame.track == VIDEO_TRACK);
+    }
+    src.stop();
+    let stats = player.stats();
+    assert!(stats.bitrate_kbps > 0.0, "received: {stats:?}");
+    assert_eq!(stats.frames_rendered, 0, "held, not played: {stats:?}");
+    assert_eq!(
+        stats.buffer_ms, None,
+        "nothing handed to the pipeline: {stats:?}"
+    );
+    let report = tokio::task::spawn_blocking(move || player.finish())
+        .await
+        .expect("finish does not panic")
+        .unwrap();
+    assert!(video >= 10, "{video}");
+    assert_eq!(report.frames_rendered, video, "{report:?}");
+    assert_eq!((report.frames_lost, report.rebuffers), (0, 0), "{report:?}");
+}
+
 #[test]
 fn catalog_without_media_is_rejected() {
     let err = Player::new(

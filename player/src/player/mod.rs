@@ -15,10 +15,12 @@
 //! ```
 //!
 //! Timing (`treecast_relay::proto::playout`, the clock the simulator's viewers play by
-//! too): the first pushed frame (any track) fixes `offset = running time now + buffer −
-//! frame.pts`; every buffer gets `PTS = frame.pts + offset`. One offset for all tracks
-//! keeps audio and video in the origin's sync; the sinks play each frame `buffer` after
-//! the first one arrived, in the origin's rhythm. A frame that arrives after its playout
+//! too): the player holds the first frames (any track) until they cover `buffer` of the
+//! origin's time, then starts: the earliest of them plays `buffer` after the first one
+//! arrived, or at once if filling the buffer took longer (a joiner's first group that came
+//! slower than the stream), so playback always starts with a whole buffer. That fixes
+//! `offset = start − first PTS`; every buffer gets `PTS = frame.pts + offset`. One offset
+//! for all tracks keeps audio and video in the origin's sync, in the origin's rhythm. A frame that arrives after its playout
 //! time moves the offset later (a re-buffer: one pause, then smooth playback with more
 //! latency) instead of every following frame being dropped as late. A path that got
 //! slower within the buffer wears it down without a pause; the clock then moves the offset
@@ -72,7 +74,8 @@ pub struct PlayerConfig {
     pub headless: bool,
     /// Also write the received H.264/Opus (not re-encoded) to this Matroska file.
     pub record: Option<PathBuf>,
-    /// Playout delay: the first frame is rendered this long after it was pushed.
+    /// Playout delay: the first frame is rendered this long after it was pushed, or once
+    /// the frames pushed cover this much of the stream if that takes longer.
     pub buffer: Duration,
     /// When the viewer started joining (for time-to-first-frame).
     pub joined_at: Instant,
@@ -153,6 +156,8 @@ struct PushState {
     inputs: Vec<Input>,
     /// Origin time → pipeline running time.
     playout: Playout,
+    /// Frames held until they cover the buffer and playback starts (input index, frame).
+    held: Vec<(usize, Frame)>,
 }
 
 /// Decodes and renders one broadcast. `Send`; call `push` from one task at a time.
@@ -275,6 +280,7 @@ impl Player {
             push: Mutex::new(PushState {
                 inputs,
                 playout: Playout::new(config.buffer),
+                held: Vec::new(),
             }),
             shared,
             buffer: config.buffer,
@@ -293,7 +299,11 @@ impl Player {
         }
         let now = Instant::now();
         let mut st = self.push.lock().unwrap_or_else(PoisonError::into_inner);
-        let PushState { inputs, playout } = &mut *st;
+        let PushState {
+            inputs,
+            playout,
+            held,
+        } = &mut *st;
         let Some(idx) = inputs.iter().position(|i| i.id == frame.track) else {
             return Ok(());
         };
@@ -332,6 +342,28 @@ impl Player {
             .pipeline
             .current_running_time()
             .map_or(0, |t| t.nseconds());
+        if !playout.started() {
+            let end = frame.pts.saturating_add(u64::from(frame.duration));
+            if !playout.hold(frame.pts, end, running) {
+                held.push((idx, frame.clone()));
+                return Ok(());
+            }
+            for (i, f) in std::mem::take(held) {
+                self.emit(inputs, playout, i, &f, running)?;
+            }
+        }
+        self.emit(inputs, playout, idx, frame, running)
+    }
+
+    /// Places one frame on the playout clock (which has started) and pushes it.
+    fn emit(
+        &self,
+        inputs: &mut [Input],
+        playout: &mut Playout,
+        idx: usize,
+        frame: &Frame,
+        running: u64,
+    ) -> Result<(), MediaError> {
         let placed = playout.place(frame.pts, running);
         if placed.added_ns > 0 {
             let added = Duration::from_nanos(placed.added_ns);
@@ -467,8 +499,25 @@ impl Player {
         let mut drained = false;
         if drain {
             {
-                let st = self.push.lock().unwrap_or_else(PoisonError::into_inner);
-                for input in &st.inputs {
+                let mut st = self.push.lock().unwrap_or_else(PoisonError::into_inner);
+                let PushState {
+                    inputs,
+                    playout,
+                    held,
+                } = &mut *st;
+                // The stream ended before it covered the buffer: play what there is.
+                let running = self
+                    .pipeline
+                    .current_running_time()
+                    .map_or(0, |t| t.nseconds());
+                playout.start(running);
+                for (i, f) in std::mem::take(held) {
+                    if let Err(e) = self.emit(inputs, playout, i, &f, running) {
+                        debug!("a held frame was refused at the end: {e}");
+                        break;
+                    }
+                }
+                for input in inputs.iter() {
                     let _ = input.src.end_of_stream();
                 }
             }

@@ -4,8 +4,16 @@
 //! player (`treecast-player`), the simulator's model of a viewer and the tree tests all
 //! play by this one rule.
 //!
-//! The first frame fixes `offset = running time now + buffer − frame PTS`; every frame then
-//! plays at `PTS + offset`, in the origin's rhythm.
+//! **Starting.** A viewer that joins gets its parent's current group, which began at the
+//! parent's latest keyframe, up to a group's length ago, as a burst, then the live
+//! frames. The player holds the frames ([`Playout::hold`]) until they cover `buffer` of
+//! the origin's time, and starts `buffer` after the first of them arrived or when that
+//! much is held, whichever is later: `offset = start − PTS of the first frame`. Every
+//! frame then plays at `PTS + offset`, in the origin's rhythm. When the burst comes
+//! quickly this is `buffer` after the first frame, as a fixed delay would be; when it
+//! comes slower than the stream (a parent whose upload is shared by one child too many)
+//! playback starts later with a whole buffer, instead of starting on time with a buffer
+//! that runs dry.
 //!
 //! **Re-buffering.** When a frame arrives after that instant (its path got slower than the
 //! buffer allows: a long repair, a subtree re-placed deeper) a sink would drop it, and
@@ -71,6 +79,19 @@ pub struct Playout {
     lag: BaseLag,
     /// Running time from which slowing down accrues its allowance.
     stretch_from_ns: i128,
+    /// Before the start: the frames held so far.
+    held: Option<Held>,
+}
+
+/// What [`Playout::hold`] has taken in before playback started.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    /// Running time the first of them arrived.
+    first_running: i128,
+    /// The earliest PTS among them.
+    from: i128,
+    /// The latest end (PTS + duration) among them.
+    until: i128,
 }
 
 /// The least lag (running time − PTS) over the current window and the one before.
@@ -113,11 +134,57 @@ impl Playout {
                 current_ends: i128::MIN,
             },
             stretch_from_ns: 0,
+            held: None,
+        }
+    }
+
+    /// Whether playback has started (the offset is fixed).
+    pub fn started(&self) -> bool {
+        self.offset_ns.is_some()
+    }
+
+    /// Before playback starts: takes in a frame covering origin time `pts_us..end_us`
+    /// that arrived at running time `running_ns`, for the caller to hold. Returns true
+    /// once the frames held cover `buffer`: playback starts, the offset is fixed (see the
+    /// module docs), and the caller places every frame it held, then each new one, with
+    /// [`Playout::place`] at this running time. After the start it returns true at once
+    /// and takes nothing in.
+    pub fn hold(&mut self, pts_us: u64, end_us: u64, running_ns: u64) -> bool {
+        if self.started() {
+            return true;
+        }
+        let (pts, running) = (i128::from(pts_us) * 1000, i128::from(running_ns));
+        let end = i128::from(end_us.max(pts_us)) * 1000;
+        let held = self.held.get_or_insert(Held {
+            first_running: running,
+            from: pts,
+            until: end,
+        });
+        held.from = held.from.min(pts);
+        held.until = held.until.max(end);
+        if held.until - held.from < self.buffer_ns {
+            return false;
+        }
+        let start = running.max(held.first_running + self.buffer_ns);
+        self.offset_ns = Some(start - held.from);
+        self.stretch_from_ns = running;
+        true
+    }
+
+    /// Starts playback at running time `running_ns` with what [`Playout::hold`] took in,
+    /// short of the buffer (the stream ended): the earliest frame held plays then. Does
+    /// nothing if playback started or nothing was held.
+    pub fn start(&mut self, running_ns: u64) {
+        if let (None, Some(held)) = (self.offset_ns, self.held) {
+            let running = i128::from(running_ns);
+            self.offset_ns = Some(running - held.from);
+            self.stretch_from_ns = running;
         }
     }
 
     /// Places a frame with origin PTS `pts_us` that arrives (is pushed) when the running
-    /// time is `running_ns`.
+    /// time is `running_ns`. Called before playback started (no [`Playout::hold`]), it
+    /// starts playback with this frame, `buffer` after its arrival.
     pub fn place(&mut self, pts_us: u64, running_ns: u64) -> Placement {
         let pts = i128::from(pts_us) * 1000;
         let running = i128::from(running_ns);
@@ -211,6 +278,101 @@ mod tests {
         );
         assert_eq!(p.place(5_066_000, 1_366 * MS).added_ns, 0);
         assert_eq!(p.dts_ns(5_000_000), 1_300 * MS);
+    }
+
+    /// Holds 20 ms frames from origin time `from_ms`, frame `i` arriving at `at(i)`
+    /// (ns), until the clock starts; then places the held ones at that running time and
+    /// the rest on arrival, up to origin time `until_ms`. Returns the start's running
+    /// time and the placements.
+    fn start_and_play(
+        p: &mut Playout,
+        from_ms: u64,
+        until_ms: u64,
+        at: impl Fn(u64) -> u64,
+    ) -> (u64, Vec<Placement>) {
+        let (mut held, mut placed, mut start) = (Vec::new(), Vec::new(), None);
+        for i in 0..(until_ms - from_ms) / 20 {
+            let pts_us = (from_ms + i * 20) * 1000;
+            let running = at(i);
+            if start.is_none() {
+                held.push(pts_us);
+                if !p.hold(pts_us, pts_us + 20_000, running) {
+                    continue;
+                }
+                start = Some(running);
+                for h in held.drain(..) {
+                    placed.push(p.place(h, running));
+                }
+                continue;
+            }
+            placed.push(p.place(pts_us, running));
+        }
+        (start.expect("it started"), placed)
+    }
+
+    #[test]
+    fn a_quick_burst_starts_buffer_after_the_first_frame() {
+        let mut p = Playout::new(Duration::from_secs(1));
+        // A joiner's first group: 1.6 s old, all of it in 100 ms, then live frames.
+        let at = |i: u64| {
+            if i < 80 {
+                i * 1_250_000
+            } else {
+                (i - 80) * 20 * MS + 100 * MS
+            }
+        };
+        let (start, placed) = start_and_play(&mut p, 0, 10_000, at);
+        assert!(start < 100 * MS, "held enough within the burst");
+        assert!(p.started() && p.hold(0, 0, 0), "started once, for good");
+        assert_eq!(
+            placed[0].pts_ns,
+            1_000 * MS,
+            "as a fixed delay: buffer after arrival"
+        );
+        assert!(
+            placed
+                .iter()
+                .all(|f| f.added_ns == 0 && f.stretched_ns == 0)
+        );
+    }
+
+    #[test]
+    fn a_burst_slower_than_the_stream_starts_later_with_a_whole_buffer() {
+        // A joiner's first group (1.6 s old) and the live frames after it come at 70% of
+        // the stream's pace for 4 s (its parent feeds one child too many), then the
+        // parent catches up.
+        let slow = |i: u64| {
+            let paced = i * 20 * MS * 10 / 7;
+            let live = (i.saturating_sub(80) * 20 + 200) * MS;
+            if paced < 4_000 * MS {
+                paced
+            } else {
+                live.max(4_000 * MS)
+            }
+        };
+        let mut fixed = Playout::new(Duration::from_secs(1));
+        let fixed_pauses = (0..500)
+            .filter(|&i| fixed.place(i * 20_000, slow(i)).added_ns > 0)
+            .count();
+        assert!(fixed_pauses > 0, "a fixed delay runs dry");
+        let mut p = Playout::new(Duration::from_secs(1));
+        let (start, placed) = start_and_play(&mut p, 0, 10_000, slow);
+        assert_eq!(start, slow(49), "once 1 s is held (50 frames)");
+        assert_eq!(placed[0].pts_ns, start, "the first frame plays at once");
+        assert!(placed.iter().all(|f| f.added_ns == 0), "no pause");
+    }
+
+    #[test]
+    fn what_is_held_when_the_stream_ends_plays_at_once() {
+        let mut p = Playout::new(Duration::from_secs(1));
+        p.start(5 * MS);
+        assert!(!p.started(), "nothing held, nothing to start");
+        assert!(!p.hold(40_000, 60_000, 10 * MS));
+        assert!(!p.hold(60_000, 80_000, 30 * MS));
+        p.start(50 * MS);
+        assert!(p.started());
+        assert_eq!(p.place(40_000, 50 * MS).pts_ns, 50 * MS);
+        assert_eq!(p.place(60_000, 50 * MS).pts_ns, 70 * MS);
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! keyframe intervals) as a burst at the child's share of its upload; what fell out of the
 //! cache is lost. A first attach starts at the parent's latest keyframe.
 //!
-//! Each peer plays segment `j` at `first arrival + buffer + (j - first) * seg_us`; the
-//! continuity index counts the segments that arrived by then.
+//! Each peer holds what it receives until that covers its buffer, as the player does
+//! ([`Playout::hold`]), and starts at `start = max(first arrival + buffer, arrival of
+//! the segment that filled the buffer)`; it plays segment `j` at
+//! `start + (j - first) * seg_us`, and the continuity index counts the segments that
+//! arrived by then.
 //!
 //! The player does not keep that schedule when a frame comes too late for it: it
 //! re-buffers (pauses, then plays the late frame `buffer` after its arrival, with that
@@ -184,8 +187,26 @@ impl Media {
         if self.first_seg[n] == NONE {
             self.first_seg[n] = j;
             self.first_at[n] = at;
-            self.play_start[n] = at + self.cfg.buffer_us;
         }
+        self.next_seg[n] = j + 1;
+        if self.playout[n].started() {
+            self.play(n, j, at);
+            return true;
+        }
+        // The player holds what comes until it covers the buffer (segments arrive in
+        // order, so those held are `first_seg..=j`), then starts.
+        let pts_us = u64::from(j) * self.cfg.seg_us;
+        if self.playout[n].hold(pts_us, pts_us + self.cfg.seg_us, at.saturating_mul(1000)) {
+            self.play_start[n] = at.max(self.first_at[n] + self.cfg.buffer_us);
+            for i in self.first_seg[n]..=j {
+                self.play(n, i, at);
+            }
+        }
+        true
+    }
+
+    /// Segment `j` reaches `n`'s player, which has started, at `at`.
+    fn play(&mut self, n: usize, j: u32, at: u64) {
         let deadline = self.play_start[n] + u64::from(j - self.first_seg[n]) * self.cfg.seg_us;
         if at <= deadline && deadline <= self.end[n] {
             self.ontime[n] += 1;
@@ -204,8 +225,6 @@ impl Media {
                 });
             }
         }
-        self.next_seg[n] = j + 1;
-        true
     }
 
     /// When a segment's first frame is out, after its sending began: one frame's share of
@@ -368,10 +387,15 @@ impl Media {
         self.playout[n].stretched().as_micros() as u64
     }
 
+    /// When `n`'s player started (None: it has not yet held a buffer's worth).
+    pub fn play_start(&self, n: usize) -> Option<u64> {
+        self.playout[n].started().then_some(self.play_start[n])
+    }
+
     /// How long `n` has been playing by `until` (from its first playout), microseconds;
     /// None if it never started.
     pub fn playing_us(&self, n: usize, until: u64) -> Option<u64> {
-        if self.first_seg[n] == NONE {
+        if !self.playout[n].started() {
             return None;
         }
         Some(until.saturating_sub(self.play_start[n]))
@@ -382,6 +406,10 @@ impl Media {
     pub fn continuity(&self, n: usize, until: u64) -> Option<(u64, u64)> {
         if self.first_seg[n] == NONE || self.end[n] == u64::MAX {
             return None;
+        }
+        if !self.playout[n].started() {
+            // It left before the player held enough to start.
+            return Some((0, 0));
         }
         let end = self.end[n].min(until);
         if end < self.play_start[n] {
@@ -442,16 +470,40 @@ mod tests {
     }
 
     #[test]
+    fn a_joiner_whose_first_segments_come_slowly_starts_once_it_holds_its_buffer() {
+        let mut m = Media::new(cfg(1_000));
+        m.add_peer(0);
+        m.add_peer(100_000 * MS);
+        // A segment per 280 ms (the stream makes one per 200 ms) for 2.8 s, then the
+        // rest at once. Started 1 s after the first segment, segment 13 (due at 3.6 s,
+        // in at 3.64 s) would pause playback.
+        for j in 0..14 {
+            m.receive(1, j, u64::from(j) * 280 * MS);
+            assert_eq!(m.play_start(1).is_some(), j >= 4, "5 segments: 1 s held");
+        }
+        for j in 14..20 {
+            m.receive(1, j, 3_700 * MS);
+        }
+        assert_eq!(m.play_start(1), Some(1_120 * MS), "when the 5th came in");
+        assert!(m.take_stalls().is_empty());
+        assert_eq!(m.ontime[1], 20);
+        assert_eq!(m.playing_us(1, 2_000 * MS), Some(880 * MS));
+    }
+
+    #[test]
     fn re_buffering_stops_at_the_cap() {
         let mut m = Media::new(cfg(1_000));
         m.add_peer(0);
         m.add_peer(100_000 * MS);
-        m.receive(1, 0, 0);
-        m.receive(1, 1, 8_000 * MS);
-        m.receive(1, 2, 30_000 * MS);
-        m.receive(1, 3, 60_000 * MS);
+        // A buffer's worth at once: playback starts at 1 s, segment 5 is due at 2 s.
+        for j in 0..5 {
+            m.receive(1, j, 0);
+        }
+        m.receive(1, 5, 8_000 * MS);
+        m.receive(1, 6, 30_000 * MS);
+        m.receive(1, 7, 60_000 * MS);
         let pauses: Vec<u64> = m.take_stalls().iter().map(|s| s.pause_us).collect();
-        assert_eq!(pauses, vec![7_800 * MS, 2_200 * MS]);
+        assert_eq!(pauses, vec![7_000 * MS, 3_000 * MS]);
         assert_eq!(m.rebuffered_us(1), MAX_REBUFFERED.as_micros() as u64);
     }
 

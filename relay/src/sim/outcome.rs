@@ -37,6 +37,8 @@ pub struct Outcome {
     pub recovering: u64,
     /// Join to first segment received, ms.
     pub first_frame_ms: Dist,
+    /// Join to playback start (the player held a buffer's worth), ms.
+    pub start_ms: Dist,
     /// Join to attached (the overlay's own measure), ms.
     pub join_attach_ms: Dist,
     /// The same, in round trips between the joiner and the origin.
@@ -197,6 +199,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
     let mut continuity = Dist::default();
     let mut total = (0u64, 0u64);
     let mut first = Dist::default();
+    let mut start = Dist::default();
     let mut per_peer = Dist::default();
     let mut peer_seconds = 0.0;
     let mut playing_us = 0u64;
@@ -226,6 +229,11 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         }
         if sim.media.first_at[p] != NEVER && sim.media.first_at[p] <= end {
             first.add((sim.media.first_at[p] - sim.joined_at[p]) as f64 / 1000.0);
+        }
+        if let Some(t) = sim.media.play_start(p)
+            && t <= end
+        {
+            start.add(t.saturating_sub(sim.joined_at[p]) as f64 / 1000.0);
         }
         if sim.joined_at[p] < end {
             let stop = sim.down_at[p].min(end);
@@ -258,6 +266,7 @@ pub fn analyse(mut sim: Sim) -> Outcome {
         recovering,
         stale_depth,
         first_frame_ms: first,
+        start_ms: start,
         join_attach_ms: m.join_attach_ms,
         join_rtts: m.join_rtts,
         depth: out_depth,

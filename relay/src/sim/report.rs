@@ -134,6 +134,13 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s, "| measure | unit | n | p50 | p90 | p99 | max | mean |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     row(&mut s, "join to first segment", "ms", first.summary());
+    let mut start = o.start_ms.clone();
+    row(
+        &mut s,
+        "join to playback start (buffer included)",
+        "ms",
+        start.summary(),
+    );
     row(&mut s, "join to attached (overlay)", "ms", join.summary());
     let mut join_rtts = o.join_rtts.clone();
     row(
