@@ -92,21 +92,37 @@ impl Player {
         if frame.payload.is_empty() {
             return Ok(());
         }
-        let running = self
-            .pipeline
-            .current_running_time()
-            .map_or(0, |t| t.nseconds());
+        let running = self.running_ns();
         if !playout.started() {
             let end = frame.pts.saturating_add(u64::from(frame.duration));
             if !playout.hold(frame.pts, end, running) {
                 held.push((idx, frame.clone()));
                 return Ok(());
             }
-            for (i, f) in std::mem::take(held) {
-                self.emit(inputs, playout, i, &f, running)?;
-            }
+            self.play_held(inputs, playout, held, running)?;
         }
         self.emit(inputs, playout, idx, frame, running)
+    }
+
+    /// The pipeline's running time now (0 before it runs).
+    fn running_ns(&self) -> u64 {
+        self.pipeline
+            .current_running_time()
+            .map_or(0, |t| t.nseconds())
+    }
+
+    /// Places and pushes the frames held before playback started, in order.
+    fn play_held(
+        &self,
+        inputs: &mut [Input],
+        playout: &mut Playout,
+        held: &mut Vec<(usize, Frame)>,
+        running: u64,
+    ) -> Result<(), MediaError> {
+        for (i, f) in std::mem::take(held) {
+            self.emit(inputs, playout, i, &f, running)?;
+        }
+        Ok(())
     }
 
     /// Places one frame on the playout clock (which has started) and pushes it.
@@ -211,16 +227,10 @@ impl Player {
             held,
         } = &mut *st;
         // The stream ended before it covered the buffer: play what there is.
-        let running = self
-            .pipeline
-            .current_running_time()
-            .map_or(0, |t| t.nseconds());
+        let running = self.running_ns();
         playout.start(running);
-        for (i, f) in std::mem::take(held) {
-            if let Err(e) = self.emit(inputs, playout, i, &f, running) {
-                debug!("a held frame was refused at the end: {e}");
-                break;
-            }
+        if let Err(e) = self.play_held(inputs, playout, held, running) {
+            debug!("a held frame was refused at the end: {e}");
         }
         for input in inputs.iter() {
             let _ = input.src.end_of_stream();
