@@ -658,3 +658,26 @@ fn after_a_silent_attach_an_orphan_takes_a_backup_that_answered_before_the_next_
     let acts = timers_until_attach(&mut x, Vec::new(), t5, by_deadline, "waited past it");
     assert_eq!(attach(&acts), Some((addr(3), None)), "{acts:?}");
 }
+
+/// Repairing, a refuser names a room that answered this repair's probe as cut off from
+/// the origin (its ancestors crashed too): the orphan does not attach to it blind but
+/// to the next room. (In the simulator's mass failure one orphan was refused as not
+/// rooted five times in a row, once by a room that had said so in its probe answer.)
+#[test]
+fn a_repair_skips_a_named_room_that_answered_it_is_cut_off() {
+    let (mut x, t3) = follow_the_grandparents_room();
+    // The backup 4 answers late: it has room, but it is cut off like us.
+    let cut_off = ProbeInfo {
+        rooted: false,
+        ..probe_info(2, 2, 2, vec![])
+    };
+    x.handle_probe_result(t3 + 10 * MS, &addr(4), Some((15 * MS, cut_off)));
+    // 7 filled up meanwhile, naming 4 and 8.
+    let full = Refused {
+        why: Refusal::Full,
+        redirect: vec![cand(4, 2, 2), cand(8, 2, 1)],
+    };
+    x.handle_attach_result(t3 + 20 * MS, &addr(7), Err(Some(full)));
+    let acts = drain(&mut x);
+    assert_eq!(attach(&acts), Some((addr(8), None)), "{acts:?}");
+}
