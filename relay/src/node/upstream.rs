@@ -70,6 +70,9 @@ pub(crate) async fn attach_and_run(
             lock(&shared.parents).remove(&to.id);
             match end {
                 Ok(true) => debug!(parent = %to, "detached"),
+                // Stopping closes our own connections: whatever the session ended with
+                // then is no news about the parent.
+                Err(e) if shared.is_shutting_down() => debug!(parent = %to, "stopped: {e}"),
                 Ok(false) => {
                     info!(parent = %to, "parent ended the session");
                     parent_lost(&shared, &to, "parent left".into());
