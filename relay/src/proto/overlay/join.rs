@@ -311,10 +311,10 @@ impl Overlay {
     /// answered with room in this repair goes first, and the nodes this repair already
     /// knows cannot take us are dropped (see [`Overlay::ruled_out_in_repair`]): those
     /// probed that never answered most likely crashed with the parent, and an attach to
-    /// one waits out the attach deadline. Going on with the
-    /// queue as it was sent the slowest orphan of the simulator's 100k mass failure to
-    /// four rooms named earlier, all crashed, one deadline each (6.7 s), while five nodes
-    /// it had probed had answered with room; with this, that run had 17 stalls instead
+    /// one waits out the attach deadline. Going on with the queue as it was sent the
+    /// slowest orphan of the simulator's 100k mass failure to four rooms named earlier,
+    /// all crashed, one deadline each (6.7 s), while five nodes it had probed had
+    /// answered with room; with this, that run had 17 stalls instead
     /// of 161 (and over 96 seeds of churn-10k with a 1 s buffer, doing so after a
     /// refusal for lack of room alone took the slowest repair of a run from up to 3.78 s
     /// to at most 1.78 s).
