@@ -319,23 +319,24 @@ impl Overlay {
     /// refusal for lack of room alone took the slowest repair of a run from up to 3.78 s
     /// to at most 1.78 s).
     pub(super) fn retry_after_failure(&mut self, now: Instant, queue: Vec<PeerAddr>) {
-        if !matches!(self.seeking, Seeking::Repair(_)) || self.fresh_after.is_none() {
+        let (Seeking::Repair(_), Some(since)) = (self.seeking, self.fresh_after) else {
             self.try_next(now, queue);
             return;
-        }
+        };
         let mut q: Vec<PeerAddr> = self.best_parent(now).map(|(a, _)| a).into_iter().collect();
         for a in queue {
-            if !self.ruled_out_in_repair(now, &a.id) && !q.contains(&a) {
+            if !self.ruled_out_in_repair(now, since, &a.id) && !q.contains(&a) {
                 q.push(a);
             }
         }
         self.try_next(now, q);
     }
 
-    /// Whether this repair already knows that `id` cannot take us, so that an attach to
-    /// it would only cost a round trip or a deadline: probed in this repair and never
-    /// answered (it most likely crashed with the parent), answered that it is cut off
-    /// from the origin, or refused us (or failed) a moment ago.
+    /// Whether this repair (measuring since `since`) already knows that `id` cannot
+    /// take us, so that an attach to it would only cost a round trip or a deadline:
+    /// probed in this repair and never answered (it most likely crashed with the
+    /// parent), answered that it is cut off from the origin, or refused us (or failed)
+    /// a moment ago.
     ///
     /// A refuser's rooms are tried unmeasured, and after a crash they are often cut off
     /// too. In the simulator's mass failure (30% of 10,000 peers crash at once, seed 5)
@@ -345,15 +346,12 @@ impl Overlay {
     /// 653 -> 638 with a 1 s buffer (332 -> 312 after a parent's or grandparent's
     /// crash), less than the spread between seeds; 48 seeds of churn-10k paused
     /// exactly as before. It is kept because such an attempt can never succeed.
-    fn ruled_out_in_repair(&self, now: Instant, id: &NodeId) -> bool {
+    fn ruled_out_in_repair(&self, now: Instant, since: Instant, id: &NodeId) -> bool {
         let known = self.known.get(id);
-        let answered = known.is_some_and(|k| {
-            k.measured
-                .is_some_and(|m| self.fresh_after.is_none_or(|f| m >= f))
-        });
+        let answered = known.is_some_and(|k| k.measured_since(since));
         let silent = self.probed_this_join.contains(id) && !answered;
         let cut_off = answered && known.is_some_and(|k| !k.rooted);
-        let refused = known.is_some_and(|k| k.avoid_until.is_some_and(|t| now < t));
+        let refused = known.is_some_and(|k| !k.usable(now));
         silent || cut_off || refused
     }
 

@@ -33,6 +33,18 @@ pub(crate) struct Known {
     pub named_by: Option<Duration>,
 }
 
+impl Known {
+    /// Whether it may be tried now: no refusal or failure of its still stands.
+    pub fn usable(&self, now: Instant) -> bool {
+        self.avoid_until.is_none_or(|t| now >= t)
+    }
+
+    /// Whether we measured it ourselves at or after `t`.
+    pub fn measured_since(&self, t: Instant) -> bool {
+        self.measured.is_some_and(|m| m >= t)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct KnownSet {
     me: NodeId,
@@ -181,16 +193,10 @@ impl KnownSet {
         let mut v: Vec<&Known> = self
             .map
             .values()
-            .filter(|k| {
-                k.rtt.is_some() && self.usable(k, now) && !exclude.contains(&k.cand.addr.id)
-            })
+            .filter(|k| k.rtt.is_some() && k.usable(now) && !exclude.contains(&k.cand.addr.id))
             .collect();
         smallest(&mut v, n, |k| (k.rtt, k.cand.addr.id));
         v.into_iter().map(|k| k.cand.addr.clone()).collect()
-    }
-
-    fn usable(&self, k: &Known, now: Instant) -> bool {
-        k.avoid_until.is_none_or(|t| now >= t)
     }
 
     /// Unmeasured candidates worth probing: those reporting room first, then those named
@@ -204,9 +210,7 @@ impl KnownSet {
         let mut v: Vec<&Known> = self
             .map
             .values()
-            .filter(|k| {
-                k.rtt.is_none() && self.usable(k, now) && !exclude.contains(&k.cand.addr.id)
-            })
+            .filter(|k| k.rtt.is_none() && k.usable(now) && !exclude.contains(&k.cand.addr.id))
             .collect();
         smallest(&mut v, n, |k| {
             (
@@ -279,7 +283,7 @@ impl KnownSet {
                     && k.measured.is_some_and(|m| m >= since)
                     && k.rooted
                     && k.cand.free > 0
-                    && self.usable(k, now)
+                    && k.usable(now)
             })
             .collect();
         Self::nearest_then_shallowest(&self.me, eligible, tie, tie_abs)
@@ -314,10 +318,10 @@ impl KnownSet {
             .values()
             .filter(|k| {
                 k.rtt.is_some()
-                    && fresh_after.is_none_or(|t| k.measured.is_some_and(|m| m >= t))
+                    && fresh_after.is_none_or(|t| k.measured_since(t))
                     && k.rooted
                     && k.cand.free > 0
-                    && self.usable(k, now)
+                    && k.usable(now)
                     && !exclude.contains(&k.cand.addr.id)
             })
             .collect()
@@ -350,7 +354,7 @@ impl KnownSet {
                 && !out.contains(&c.addr)
                 && !self.is_banned(&c.addr.id, now)
             {
-                let ok = self.map.get(&c.addr.id).is_none_or(|k| self.usable(k, now));
+                let ok = self.map.get(&c.addr.id).is_none_or(|k| k.usable(now));
                 if ok {
                     out.push(c.addr.clone());
                 }
@@ -360,10 +364,7 @@ impl KnownSet {
             .map
             .values()
             .filter(|k| {
-                k.rtt.is_some()
-                    && k.rooted
-                    && self.usable(k, now)
-                    && !exclude.contains(&k.cand.addr.id)
+                k.rtt.is_some() && k.rooted && k.usable(now) && !exclude.contains(&k.cand.addr.id)
             })
             .collect();
         measured.sort_by_key(|k| (k.cand.free == 0, k.rtt, k.cand.addr.id));
